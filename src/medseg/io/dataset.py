@@ -110,19 +110,26 @@ def read_dataset_info(root: str | Path) -> DatasetInfo:
         if isinstance(value, list):
             raise MedsegError(
                 f"label '{name}' is a region (a list of values); region-based training is not supported yet", path)
-        if not isinstance(value, int) or value < 0:
+        # bool is an int subclass in Python; `true` in JSON is not a label value.
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise MedsegError(f"label '{name}' must be a non-negative integer, got {value!r}", path)
         parsed[name] = value
     if 0 not in parsed.values():
         raise MedsegError("'labels' must declare background as 0", path)
     if len(set(parsed.values())) != len(parsed):
         raise MedsegError("two labels share one value", path)
+    file_ending = raw.get("file_ending", ".nii.gz")
+    if not isinstance(file_ending, str) or not file_ending.startswith("."):
+        raise MedsegError(f"'file_ending' must be a file ending such as \".nii.gz\", got {file_ending!r}", path)
+    num_training = raw.get("numTraining", 0)
+    if not isinstance(num_training, int) or isinstance(num_training, bool) or num_training < 0:
+        raise MedsegError(f"'numTraining' must be a non-negative integer, got {num_training!r}", path)
     return DatasetInfo(
         name=str(raw.get("name", Path(root).resolve().name)),
         channel_names=[str(channels[k]) for k in order],
         labels=parsed,
-        file_ending=str(raw.get("file_ending", ".nii.gz")),
-        num_training=int(raw.get("numTraining", 0)),
+        file_ending=file_ending,
+        num_training=num_training,
         raw=raw,
     )
 
