@@ -1,0 +1,229 @@
+"""The `medseg` command: a thin layer over the library, one sub-command per stage."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from medseg.errors import MedsegError
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str):
+    def wrap(fn):
+        COMMANDS[name] = fn
+        return fn
+    return wrap
+
+
+def _workers(n: int | None) -> int:
+    import os
+    return n if n else min(2, os.cpu_count() or 1)
+
+
+@command("make-phantoms")
+def _make_phantoms(a: argparse.Namespace) -> int:
+    from medseg.data.phantoms import make_phantoms
+    out = make_phantoms(a.out, cases=a.cases, seed=a.seed)
+    print(f"wrote {a.cases} phantom cases to {out}")
+    return 0
+
+
+@command("validate")
+def _validate(a: argparse.Namespace) -> int:
+    from medseg.io.validate import validate_dataset
+    problems = validate_dataset(a.dataset)
+    errors = [p for p in problems if getattr(p, "severity", "error") == "error"]
+    for p in problems:
+        print(f"{getattr(p, 'severity', 'error')}: {p}")
+    if errors:
+        print(f"{len(errors)} error(s) in {a.dataset}", file=sys.stderr)
+        return 1
+    print(f"{a.dataset}: no errors")
+    return 0
+
+
+@command("convert-msd")
+def _convert_msd(a: argparse.Namespace) -> int:
+    from medseg.io.msd import convert_msd
+    out = convert_msd(a.task_dir, a.out_dir)
+    print(f"converted to {out}")
+    return 0
+
+
+@command("fingerprint")
+def _fingerprint(a: argparse.Namespace) -> int:
+    from medseg.pipeline import run_fingerprint
+    run_fingerprint(a.dataset, a.workdir, workers=_workers(a.workers), verbose=True)
+    return 0
+
+
+@command("plan")
+def _plan(a: argparse.Namespace) -> int:
+    from medseg.pipeline import run_plan
+    run_plan(a.dataset, a.workdir, budget_gb=a.budget_gb, device=a.device, base_features=a.base_features,
+             max_patch_voxels=a.max_patch_voxels, verbose=True)
+    return 0
+
+
+@command("preprocess")
+def _preprocess(a: argparse.Namespace) -> int:
+    from medseg.pipeline import run_preprocess
+    run_preprocess(a.dataset, a.workdir, a.configuration, workers=_workers(a.workers), verbose=True)
+    return 0
+
+
+@command("train")
+def _train(a: argparse.Namespace) -> int:
+    from medseg.pipeline import run_train
+    from medseg.training.config import TrainingConfig, parse_duration
+    cfg = TrainingConfig(epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, val_iters=a.val_iters, lr=a.lr,
+                         augmentation=not a.no_augmentation, precision=a.precision, channels_last=a.channels_last,
+                         max_time_s=parse_duration(a.max_time) if a.max_time else None, seed=a.seed,
+                         device=a.device)
+    run_train(a.dataset, a.workdir, a.configuration, a.fold, cfg, model_name=a.model, resume=a.resume,
+              verbose=True)
+    return 0
+
+
+@command("predict")
+def _predict(a: argparse.Namespace) -> int:
+    from medseg.inference.predictor import Predictor
+    pred = Predictor.from_model_dir(a.model_dir, folds=a.folds, checkpoint=a.checkpoint, device=a.device,
+                                    precision=a.precision, step=a.step, mirror=a.mirror, progress=True)
+    written = pred.predict_folder(a.input, a.output)
+    print(f"wrote {len(written)} label map(s) to {a.output}")
+    return 0
+
+
+@command("evaluate")
+def _evaluate(a: argparse.Namespace) -> int:
+    from medseg.evaluation import evaluate_folders, format_table
+    summary = evaluate_folders(a.pred_dir, a.ref_dir, dataset_json=a.dataset_json, metrics=a.metrics,
+                               out_dir=a.out or a.pred_dir, workers=_workers(a.workers))
+    print(format_table(summary))
+    print(f"wrote summary.json and metrics.csv to {a.out or a.pred_dir}")
+    return 0
+
+
+@command("demo")
+def _demo(a: argparse.Namespace) -> int:
+    from medseg.demo import run_demo
+    run_demo(a.workdir, minutes=a.minutes, cases=a.cases, held_out=a.held_out, seed=a.seed)
+    return 0
+
+
+@command("models")
+def _models(a: argparse.Namespace) -> int:
+    from medseg.models.catalogue import format_catalogue
+    print(format_catalogue())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medseg", description=(
+        "Self-configuring medical image segmentation. Stages: fingerprint -> plan -> preprocess -> train -> "
+        "predict -> evaluate. Arrays are (z, y, x); spacings in millimetres."))
+    p.add_argument("--version", action="version", version=f"medseg {__import__('medseg').__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help)
+
+    def dataset_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("dataset", help="dataset folder in the nnU-Net v2 raw layout")
+        sp.add_argument("-w", "--workdir", help="working directory (default: ./medseg_work/<dataset name>)")
+
+    s = add("make-phantoms", "write the built-in synthetic CT phantom dataset")
+    s.add_argument("out", help="output dataset folder")
+    s.add_argument("--cases", type=int, default=8, help="number of cases (default 8)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    s = add("validate", "check every case of a dataset and report all problems")
+    s.add_argument("dataset", help="dataset folder")
+
+    s = add("convert-msd", "convert a Medical Segmentation Decathlon task to the nnU-Net v2 layout")
+    s.add_argument("task_dir")
+    s.add_argument("out_dir")
+
+    s = add("fingerprint", "measure spacings, shapes and intensities -> fingerprint.json")
+    dataset_args(s)
+    s.add_argument("--workers", type=int, help="worker processes (default: up to 2)")
+
+    s = add("plan", "plan configurations from the fingerprint -> plans.json")
+    dataset_args(s)
+    s.add_argument("--budget-gb", type=float, default=8.0, help="training memory budget in GB (default 8)")
+    s.add_argument("--device", choices=["cpu", "cuda"], default="cuda", help="device the plan is for (default cuda)")
+    s.add_argument("--base-features", type=int, default=32, help="features of the first stage (default 32)")
+    s.add_argument("--max-patch-voxels", type=int, help="cap the patch volume (small CPU runs)")
+
+    s = add("preprocess", "crop, normalise and resample the training cases")
+    dataset_args(s)
+    s.add_argument("-c", "--configuration", default="3d_fullres")
+    s.add_argument("--workers", type=int, help="worker processes (default: up to 2)")
+
+    s = add("train", "train one fold (or all) of a configuration")
+    dataset_args(s)
+    s.add_argument("-c", "--configuration", default="3d_fullres")
+    s.add_argument("--fold", default="0", help="0..4, or 'all' (default 0)")
+    s.add_argument("--model", help="train another registered model instead of the plan's (see `medseg models`)")
+    s.add_argument("--epochs", type=int, default=1000)
+    s.add_argument("--iters-per-epoch", type=int, default=250)
+    s.add_argument("--val-iters", type=int, default=50)
+    s.add_argument("--lr", type=float, default=1e-2)
+    s.add_argument("--max-time", help="time budget, e.g. 2h or 15m: the schedule shrinks to fit")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto = bf16 where the hardware runs it natively, else fp32")
+    s.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    s.add_argument("--no-augmentation", action="store_true")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--resume", action="store_true", help="continue from checkpoint_latest")
+
+    s = add("predict", "predict label maps for a folder of scans, in their own geometry")
+    s.add_argument("-i", "--input", required=True, help="folder of images (CASE_0000.nii.gz, ...)")
+    s.add_argument("-o", "--output", required=True, help="output folder")
+    s.add_argument("-m", "--model-dir", required=True, help="model folder (WORKDIR/models/<config>)")
+    s.add_argument("--folds", nargs="+", help="folds to ensemble (default: all trained)")
+    s.add_argument("--checkpoint", help="checkpoint name (default: final, else best, else latest)")
+    s.add_argument("--step", type=float, default=0.5, help="tile step as a fraction of the patch (default 0.5)")
+    s.add_argument("--mirror", action="store_true", help="test-time mirroring over all axes")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
+    s.add_argument("--device", default="auto")
+
+    s = add("evaluate", "compare predicted and reference label maps -> summary.json, metrics.csv")
+    s.add_argument("pred_dir")
+    s.add_argument("ref_dir")
+    s.add_argument("--dataset-json", help="dataset.json naming the labels")
+    s.add_argument("--metrics", nargs="+", help="metrics to compute (default: all)")
+    s.add_argument("--out", help="where to write summary.json (default: PRED_DIR)")
+    s.add_argument("--workers", type=int)
+
+    s = add("demo", "run the whole pipeline on built-in phantoms, within a few minutes on a CPU")
+    s.add_argument("--workdir", default="medseg_demo", help="working directory (default ./medseg_demo)")
+    s.add_argument("--minutes", type=float, default=5.0, help="training time budget (default 5)")
+    s.add_argument("--cases", type=int, default=10, help="training cases (default 10)")
+    s.add_argument("--held-out", type=int, default=3, help="held-out test cases (default 3)")
+    s.add_argument("--seed", type=int, default=0)
+
+    add("models", "list every registered model with its paper and parameter count")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except MedsegError as err:
+        print(f"medseg {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""From a fingerprint and a memory budget to plans: the self-configuration rules.
+
+Each rule is a named function; docs/planning.md states them in prose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import prod
+from typing import Any, Sequence
+
+import numpy as np
+
+from medseg.planning.memory import estimate_training_bytes
+from medseg.planning.plans import ConfigurationPlan, Plans
+from medseg.preprocessing.normalize import scheme_for_channel
+
+ANISOTROPY_RATIO = 3.0
+MIN_FEATURE_MAP = 4
+MAX_STAGES = {2: 7, 3: 6}
+START_VOXELS = {2: 2048**2, 3: 256**3}
+MAX_BATCH_FRACTION = 0.05
+MIN_BATCH = 2
+GB = 1024**3
+
+
+@dataclass
+class Topology:
+    kernel_sizes: list[list[int]]
+    strides: list[list[int]]
+    patch_size: list[int]
+
+    @property
+    def divisor(self) -> list[int]:
+        return [prod(s[a] for s in self.strides) for a in range(len(self.patch_size))]
+
+
+def rule_target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> tuple[list[float], list[str]]:
+    """Median spacing per axis; for strongly anisotropic data the coarse axis takes the 10th
+    percentile of its spacings (never finer than the coarsest other axis)."""
+    target = np.median(spacings, axis=0)
+    notes = [f"target spacing = median spacing {_r(target)}"]
+    if len(target) < 2:
+        return target.tolist(), notes
+    median_shape = np.median(shapes, axis=0)
+    worst = int(np.argmax(target))
+    others = [i for i in range(len(target)) if i != worst]
+    aniso_spacing = target[worst] > ANISOTROPY_RATIO * min(target[others])
+    aniso_voxels = median_shape[worst] * ANISOTROPY_RATIO < min(median_shape[others])
+    if aniso_spacing and aniso_voxels:
+        coarse = max(float(np.percentile(spacings[:, worst], 10)), float(max(target[others])))
+        notes.append(f"anisotropic: axis {worst} spacing {target[worst]:.3g} -> 10th percentile {coarse:.3g}")
+        target[worst] = coarse
+    return target.tolist(), notes
+
+
+def rule_topology(spacing: Sequence[float], patch_size: Sequence[int], max_stages: int) -> Topology:
+    """Down-sample an axis while its feature map stays >= 4 voxels after halving and its current
+    spacing is below 2x the finest; kernels are 3 on an axis once its spacing is within 2x of
+    the finest (1 before, so a coarse axis is not mixed early). The patch becomes a multiple
+    of the total stride per axis."""
+    dims = len(spacing)
+    cur_spacing = list(map(float, spacing))
+    cur_size = list(map(float, patch_size))
+    kernel_on = [False] * dims
+    kernels, strides = [], [[1] * dims]
+    while len(strides) < max_stages:
+        finest = min(cur_spacing)
+        for a in range(dims):
+            if cur_spacing[a] / finest < 2:
+                kernel_on[a] = True
+        kernels.append([3 if k else 1 for k in kernel_on])
+        pool = [cur_spacing[a] / finest < 2 and cur_size[a] / 2 >= MIN_FEATURE_MAP for a in range(dims)]
+        if not any(pool):
+            break
+        strides.append([2 if p else 1 for p in pool])
+        for a in range(dims):
+            if pool[a]:
+                cur_spacing[a] *= 2
+                cur_size[a] /= 2
+    finest = min(cur_spacing)
+    for a in range(dims):
+        if cur_spacing[a] / finest < 2:
+            kernel_on[a] = True
+    if len(kernels) < len(strides):
+        kernels.append([3 if k else 1 for k in kernel_on])
+    topo = Topology(kernels, strides, list(patch_size))
+    topo.patch_size = [int(np.ceil(p / d) * d) for p, d in zip(patch_size, topo.divisor)]
+    return topo
+
+
+def rule_initial_patch(spacing: Sequence[float], median_shape: Sequence[float]) -> list[int]:
+    """A large patch with aspect 1/spacing (isotropic in millimetres), clipped to the median image."""
+    dims = len(spacing)
+    aspect = 1.0 / np.asarray(spacing, dtype=float)
+    aspect = aspect / prod(aspect) ** (1 / dims)
+    patch = aspect * START_VOXELS[dims] ** (1 / dims)
+    return [int(round(min(p, m))) for p, m in zip(patch, median_shape)]
+
+
+def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, in_channels: int,
+                       num_classes: int, budget_gb: float, normalization: list[str], num_cases: int,
+                       base_features: int = 32, max_patch_voxels: int | None = None,
+                       model: str = "dynunet") -> ConfigurationPlan:
+    """Plan one configuration: spacing, then the largest patch that fits the budget at
+    batch 2 (patch preferred over batch), then spend what is left on the batch."""
+    dims = spacings.shape[1]
+    target, notes = rule_target_spacing(spacings, shapes)
+    resampled = shapes * spacings / np.asarray(target)
+    median_shape = np.median(resampled, axis=0)
+    patch = rule_initial_patch(target, median_shape)
+    if max_patch_voxels:
+        while prod(patch) > max_patch_voxels:
+            a = int(np.argmax(np.asarray(patch) * np.asarray(target)))  # longest in millimetres
+            patch[a] = max(MIN_FEATURE_MAP, int(patch[a] * 0.9))
+    budget = budget_gb * GB
+    cap = 320 if dims == 3 else 512
+
+    def derive(p: list[int]) -> tuple[Topology, list[int], int]:
+        topo = rule_topology(target, p, MAX_STAGES[dims])
+        feats = [min(base_features * 2**i, cap) for i in range(len(topo.strides))]
+        mem = estimate_training_bytes(topo.patch_size, MIN_BATCH, in_channels, num_classes, feats,
+                                      topo.kernel_sizes, topo.strides)
+        return topo, feats, mem
+
+    topo, feats, mem = derive(patch)
+    while mem > budget:
+        # Shrink the axis that is largest relative to the median image, by one divisor step.
+        rel = np.asarray(topo.patch_size) / np.maximum(median_shape, 1)
+        a = int(np.argmax(rel))
+        step = topo.divisor[a]
+        new = topo.patch_size[a] - step
+        if new < MIN_FEATURE_MAP:
+            notes.append("budget too small even for the smallest patch; kept the smallest")
+            break
+        patch = list(topo.patch_size)
+        patch[a] = new
+        topo, feats, mem = derive(patch)
+    per_sample = estimate_training_bytes(topo.patch_size, 1, in_channels, num_classes, feats,
+                                         topo.kernel_sizes, topo.strides)
+    fixed = estimate_training_bytes(topo.patch_size, 0, in_channels, num_classes, feats,
+                                    topo.kernel_sizes, topo.strides)
+    batch = max(MIN_BATCH, int((budget - fixed) // max(per_sample - fixed, 1)))
+    dataset_voxels = float(np.sum(np.prod(resampled, axis=1)))
+    batch_cap = max(MIN_BATCH, int(MAX_BATCH_FRACTION * dataset_voxels / prod(topo.patch_size)))
+    if batch > batch_cap:
+        notes.append(f"batch {batch} capped at {batch_cap}: a batch covers at most 5% of the dataset's voxels")
+        batch = batch_cap
+    mem = estimate_training_bytes(topo.patch_size, batch, in_channels, num_classes, feats,
+                                  topo.kernel_sizes, topo.strides)
+    spacing_ratio = max(target) / min(target)
+    separate_z = dims == 3 and spacing_ratio > ANISOTROPY_RATIO and int(np.argmax(target)) == 0
+    return ConfigurationPlan(
+        name=name, spatial_dims=dims, target_spacing=[round(float(t), 6) for t in target],
+        patch_size=topo.patch_size, batch_size=batch, normalization=normalization, model=model,
+        model_options={"features": feats, "kernel_sizes": topo.kernel_sizes, "strides": topo.strides,
+                       "deep_supervision": True},
+        resampling={"data": "cubic", "label": "linear", "separate_z": bool(separate_z)},
+        median_shape=[int(round(m)) for m in median_shape],
+        predicted_memory_gb=round(mem / GB, 3), notes=notes,
+    )
+
+
+def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str = "cuda",
+               base_features: int = 32, max_patch_voxels: int | None = None) -> Plans:
+    """Plans for every configuration the data allow: `3d_fullres` for volumes, `2d` always."""
+    spacings = np.array([c["spacing"] for c in fingerprint["cases"]], dtype=float)
+    shapes = np.array([c["shape_after_crop"] for c in fingerprint["cases"]], dtype=float)
+    channels = fingerprint["channel_names"]
+    labels = fingerprint["labels"]
+    common = dict(in_channels=len(channels), num_classes=max(labels.values()) + 1, budget_gb=budget_gb,
+                  normalization=[scheme_for_channel(c) for c in channels], num_cases=fingerprint["num_cases"],
+                  base_features=base_features, max_patch_voxels=max_patch_voxels)
+    configs: dict[str, dict[str, Any]] = {}
+    if fingerprint["spatial_dims"] == 3:
+        configs["3d_fullres"] = plan_configuration("3d_fullres", spacings, shapes, **common).to_dict()
+    else:
+        sp, sh = (spacings[:, -2:], shapes[:, -2:])
+        configs["2d"] = plan_configuration("2d", sp, sh, **common).to_dict()
+    return Plans(
+        dataset_name=fingerprint["dataset_name"], channel_names=channels, labels=labels,
+        intensity=fingerprint["intensity"], configurations=configs,
+        planner={"budget_gb": budget_gb, "device": device, "base_features": base_features,
+                 "max_patch_voxels": max_patch_voxels},
+    )
+
+
+def _r(values: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:.3g}" for v in values) + ")"

@@ -1,0 +1,112 @@
+"""Plans as data: `plans.json`, readable and editable, obeyed by every later stage.
+
+A configuration may say `"inherits": "3d_fullres"` and override only what differs:
+```
+"3d_fullres_bs4": {"inherits": "3d_fullres", "batch_size": 4}
+```
+Nested objects (model_options, resampling) are merged key by key.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import MedsegError
+from medseg.utils.files import read_json, write_json
+
+
+@dataclass
+class ConfigurationPlan:
+    """One configuration. Sizes and spacings are in (z, y, x) order; spacing in millimetres."""
+
+    name: str
+    spatial_dims: int
+    target_spacing: list[float]
+    patch_size: list[int]
+    batch_size: int
+    normalization: list[str]
+    model: str = "dynunet"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    resampling: dict[str, Any] = field(default_factory=lambda: {"data": "linear", "label": "linear", "separate_z": False})
+    median_shape: list[int] = field(default_factory=list)
+    loss: str = "dice_ce"
+    predicted_memory_gb: float | None = None
+    predicted_iteration_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def divisor(self) -> list[int]:
+        """Patch sizes must be multiples of this per axis: the product of the strides."""
+        out = [1] * self.spatial_dims
+        for s in self.model_options.get("strides", []):
+            out = [o * v for o, v in zip(out, s)]
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("name")
+        return d
+
+
+@dataclass
+class Plans:
+    dataset_name: str
+    channel_names: list[str]
+    labels: dict[str, int]
+    intensity: list[dict[str, float]]
+    configurations: dict[str, dict[str, Any]]
+    planner: dict[str, Any] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        return list(self.configurations)
+
+    def configuration(self, name: str) -> ConfigurationPlan:
+        """The named configuration with inheritance resolved."""
+        raw = self._resolve(name, [])
+        known = {f.name for f in fields(ConfigurationPlan)}
+        unknown = sorted(set(raw) - known - {"inherits"})
+        if unknown:
+            raise MedsegError(f"configuration '{name}' has unknown keys: {', '.join(unknown)}")
+        raw = {k: v for k, v in raw.items() if k in known}
+        try:
+            return ConfigurationPlan(name=name, **raw)
+        except TypeError as err:
+            raise MedsegError(f"configuration '{name}' is incomplete: {err}") from None
+
+    def _resolve(self, name: str, seen: list[str]) -> dict[str, Any]:
+        if name not in self.configurations:
+            raise MedsegError(f"no configuration '{name}' in the plans; have: {', '.join(self.configurations)}")
+        if name in seen:
+            raise MedsegError(f"configurations inherit in a circle: {' -> '.join(seen + [name])}")
+        raw = copy.deepcopy(self.configurations[name])
+        parent = raw.pop("inherits", None)
+        if parent is None:
+            return raw
+        return _merge(self._resolve(parent, seen + [name]), raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Plans":
+        raw = read_json(path)
+        try:
+            return cls(**raw)
+        except TypeError as err:
+            raise MedsegError(f"not a medseg plans file ({err})", path) from None
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out

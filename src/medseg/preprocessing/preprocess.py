@@ -1,0 +1,101 @@
+"""Preprocess cases for a configuration: crop, normalise, resample; store for cheap patch reads.
+
+Per case, in `preprocessed/<config>/`:
+  CASE.npy        (C, z, y, x) float32, read with memory mapping during training
+  CASE_seg.npy    (z, y, x) int16 label map
+  CASE_fg.npy     (K, 4) int32 rows of (class, z, y, x): sampled voxel positions per class
+  CASE.json       geometry needed to map a prediction back to the original scan
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medseg.io.dataset import Case, CaseFiles, find_cases, read_case, read_dataset_info
+from medseg.planning.plans import ConfigurationPlan, Plans
+from medseg.preprocessing.crop import crop, nonzero_bbox
+from medseg.preprocessing.normalize import normalize
+from medseg.preprocessing.resample import new_shape_for_spacing, resample_image, resample_label
+from medseg.utils.files import atomic_path, write_json
+from medseg.utils.parallel import map_progress
+
+LOCATIONS_PER_CLASS = 5_000
+
+
+def preprocess_image(image: np.ndarray, spacing: tuple[float, ...], plan: ConfigurationPlan,
+                     intensity: list[dict]) -> tuple[np.ndarray, dict[str, Any]]:
+    """Crop, normalise and resample one image (C, *spatial). Returns the array and the
+    properties that `inference` needs to map a prediction back."""
+    bbox = nonzero_bbox(image)
+    cropped = crop(image, bbox)
+    data = normalize(cropped, plan.normalization, intensity)
+    target = plan.target_spacing[-len(spacing):]
+    new_shape = new_shape_for_spacing(cropped.shape[1:], spacing, target)
+    data = resample_image(data, new_shape, plan.resampling.get("data", "linear"),
+                          plan.resampling.get("separate_z", False))
+    props = {
+        "spacing": list(spacing),
+        "shape": list(image.shape[1:]),
+        "bbox": [list(b) for b in bbox],
+        "shape_after_crop": list(cropped.shape[1:]),
+        "shape_after_resample": list(new_shape),
+        "target_spacing": list(target),
+    }
+    return data, props
+
+
+def preprocess_label(label: np.ndarray, props: dict[str, Any], labels: list[int], separate_z: bool) -> np.ndarray:
+    cropped = crop(label, [tuple(b) for b in props["bbox"]])
+    return resample_label(cropped, props["shape_after_resample"], labels, separate_z).astype(np.int16)
+
+
+def class_locations(seg: np.ndarray, classes: list[int], per_class: int, seed: int) -> np.ndarray:
+    """Up to `per_class` random voxel positions of each class: rows (class, z, y, x)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in classes:
+        idx = np.argwhere(seg == c)
+        if len(idx) > per_class:
+            idx = idx[rng.choice(len(idx), per_class, replace=False)]
+        if len(idx):
+            rows.append(np.concatenate([np.full((len(idx), 1), c), idx], axis=1))
+    if not rows:
+        return np.zeros((0, 1 + seg.ndim), dtype=np.int32)
+    return np.concatenate(rows).astype(np.int32)
+
+
+def save_array(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array, allow_pickle=False)
+
+
+def _preprocess_one(files: CaseFiles, plan: ConfigurationPlan, intensity: list[dict], classes: list[int],
+                    out_dir: Path, seed: int) -> str:
+    case: Case = read_case(files)
+    data, props = preprocess_image(case.image, case.spacing, plan, intensity)
+    seg = preprocess_label(case.label, props, [0] + classes, plan.resampling.get("separate_z", False))
+    save_array(out_dir / f"{files.case_id}.npy", data)
+    save_array(out_dir / f"{files.case_id}_seg.npy", seg)
+    save_array(out_dir / f"{files.case_id}_fg.npy", class_locations(seg, classes, LOCATIONS_PER_CLASS, seed))
+    props["case_id"] = files.case_id
+    props["classes_present"] = [int(c) for c in np.unique(seg) if c > 0]
+    write_json(out_dir / f"{files.case_id}.json", props)
+    return files.case_id
+
+
+def preprocess_dataset(dataset: str | Path, workdir: str | Path, plans: Plans, config: str,
+                       workers: int = 1, progress: bool = False) -> Path:
+    """Preprocess every training case of `dataset` for `config`; returns the output folder."""
+    plan = plans.configuration(config)
+    info = read_dataset_info(dataset)
+    out_dir = Path(workdir) / "preprocessed" / config
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = info.foreground_labels
+    jobs = [(c, plan, plans.intensity, classes, out_dir, i) for i, c in enumerate(find_cases(dataset, info))]
+    map_progress(_preprocess_one, jobs, workers=workers, progress=progress, desc=f"preprocess {config}")
+    write_json(out_dir / "plan.json", {"configuration": config, **plan.to_dict()})
+    return out_dir

@@ -1,0 +1,49 @@
+"""The training configuration: plain data, saved beside every model as JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 1000
+    iters_per_epoch: int = 250
+    val_iters: int = 50
+    lr: float = 1e-2
+    momentum: float = 0.99
+    weight_decay: float = 3e-5
+    poly_exponent: float = 0.9
+    grad_clip: float = 12.0
+    oversample: float = 1 / 3
+    augmentation: bool = True
+    precision: str = "auto"
+    channels_last: bool = False
+    max_time_s: float | None = None
+    seed: int = 0
+    device: str = "auto"
+    loss: str | None = None
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainingConfig":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '15m', '2h', '1h30m' or plain seconds -> seconds."""
+    import re
+
+    text = text.strip().lower()
+    if re.fullmatch(r"\d+(\.\d+)?", text):
+        return float(text)
+    parts = re.findall(r"(\d+(?:\.\d+)?)([hms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"cannot read duration {text!r}; write e.g. 90s, 15m, 2h or 1h30m")
+    unit = {"h": 3600, "m": 60, "s": 1}
+    return sum(float(n) * unit[u] for n, u in parts)

@@ -1,0 +1,269 @@
+"""Train one fold of one configuration: the loop, validation, checkpoints, resumption.
+
+The model folder (`models/<config>/`) holds `model.json` (everything prediction needs:
+the configuration plan, labels, channels, intensity statistics, the model's name and
+options) and one `fold_<k>/` per trained fold with checkpoints, `training_log.txt`,
+`progress.png` and `training.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from medseg.augmentation import IntensityConfig, augment_intensity, mirror
+from medseg.errors import MedsegError
+from medseg.losses import DeepSupervisionLoss, create_loss
+from medseg.models import create_model
+from medseg.planning.plans import ConfigurationPlan, Plans
+from medseg.training.checkpoint import load_optimizer_tensors, model_weights, read_checkpoint, save_checkpoint
+from medseg.training.config import TrainingConfig
+from medseg.training.device import autocast, resolve_device, resolve_precision
+from medseg.training.loader import BackgroundLoader
+from medseg.training.progress import plot_progress
+from medseg.training.sampler import PatchSampler
+from medseg.training.splits import fold_cases, load_or_make_splits
+from medseg.utils.files import read_json, write_json
+
+EMA_DECAY = 0.9
+
+
+def poly_lr(base: float, epoch: int, total: int, exponent: float = 0.9) -> float:
+    """Polynomial decay: base * (1 - epoch / total) ** exponent."""
+    return base * (1 - min(epoch, total) / max(total, 1)) ** exponent
+
+
+def model_description(plans: Plans, plan: ConfigurationPlan, model_name: str | None = None) -> dict[str, Any]:
+    """Everything needed to rebuild the network and pre-/post-process for it."""
+    name = model_name or plan.model
+    options = dict(plan.model_options) if name == plan.model else {"deep_supervision": True}
+    return {
+        "configuration": {"name": plan.name, **plan.to_dict()},
+        "model": name,
+        "model_options": options,
+        "labels": plans.labels,
+        "channel_names": plans.channel_names,
+        "intensity": plans.intensity,
+    }
+
+
+def build_model(desc: dict[str, Any], deep_supervision: bool | None = None) -> torch.nn.Module:
+    options = dict(desc["model_options"])
+    if deep_supervision is not None:
+        options["deep_supervision"] = deep_supervision
+    cfg = desc["configuration"]
+    return create_model(desc["model"], spatial_dims=cfg["spatial_dims"], in_channels=len(desc["channel_names"]),
+                        num_classes=max(desc["labels"].values()) + 1, **options)
+
+
+def confusion_counts(pred: torch.Tensor, target: torch.Tensor, classes: list[int]) -> np.ndarray:
+    """Rows of (TP, FP, FN) per foreground class, summed over the batch."""
+    out = np.zeros((len(classes), 3), dtype=np.int64)
+    for i, c in enumerate(classes):
+        p, t = pred == c, target == c
+        out[i] = [int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())]
+    return out
+
+
+@dataclass
+class FoldPaths:
+    model_dir: Path
+    fold_dir: Path
+
+
+class Trainer:
+    """Trains `plans.configuration(config)` on one fold of the preprocessed cases."""
+
+    def __init__(self, workdir: str | Path, plans: Plans, config: str, fold: int | str,
+                 cfg: TrainingConfig, model_name: str | None = None):
+        self.workdir = Path(workdir)
+        self.plans = plans
+        self.plan = plans.configuration(config)
+        self.cfg = cfg
+        self.data_dir = self.workdir / "preprocessed" / config
+        if not (self.data_dir / "plan.json").exists():
+            raise MedsegError("not preprocessed for this configuration; run `medseg preprocess` first", self.data_dir)
+        case_ids = sorted(p.stem for p in self.data_dir.glob("*.json") if p.name != "plan.json")
+        splits = load_or_make_splits(self.workdir / "splits.json", case_ids)
+        self.train_ids, self.val_ids = fold_cases(splits, fold)
+        self.desc = model_description(plans, self.plan, model_name)
+        model_dir = self.workdir / "models" / (config if not model_name or model_name == self.plan.model
+                                               else f"{config}__{model_name}")
+        self.paths = FoldPaths(model_dir, model_dir / f"fold_{fold}")
+        self.device = resolve_device(cfg.device)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.classes = sorted(v for v in plans.labels.values() if v > 0)
+        self.log = _file_logger(self.paths.fold_dir / "training_log.txt")
+
+    # -- pieces ------------------------------------------------------------------------
+    def _batch_producer(self, sampler: PatchSampler, augment: bool, seed: int):
+        gen = torch.Generator().manual_seed(seed)
+        icfg = IntensityConfig()
+        axes = list(range(self.plan.spatial_dims))
+
+        def produce() -> tuple[torch.Tensor, torch.Tensor]:
+            img, seg = sampler.sample()
+            x, y = torch.from_numpy(img), torch.from_numpy(seg)
+            if augment:
+                x, y = mirror(x, y, gen, axes)
+                x = augment_intensity(x, gen, icfg)
+            return x, y
+
+        return produce
+
+    def _to_device(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        if self.cfg.channels_last and x.ndim == 5:
+            x = x.contiguous(memory_format=torch.channels_last_3d)
+        return x
+
+    # -- the loop ----------------------------------------------------------------------
+    def fit(self, resume: bool = False) -> dict[str, Any]:
+        cfg, plan = self.cfg, self.plan
+        torch.manual_seed(cfg.seed)
+        self.paths.fold_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.paths.model_dir / "model.json", self.desc)
+        model = build_model(self.desc).to(self.device)
+        if cfg.channels_last and plan.spatial_dims == 3:
+            model = model.to(memory_format=torch.channels_last_3d)
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+                              weight_decay=cfg.weight_decay)
+        loss_fn = DeepSupervisionLoss(create_loss(cfg.loss or plan.loss))
+        state: dict[str, Any] = {"epoch": 0, "total_epochs": cfg.epochs, "history": [], "best_ema": -1.0,
+                                 "ema": None, "elapsed_s": 0.0}
+        train_sampler = PatchSampler(self.data_dir, self.train_ids, plan.patch_size, plan.batch_size,
+                                     cfg.oversample, seed=cfg.seed)
+        val_sampler = PatchSampler(self.data_dir, self.val_ids, plan.patch_size, plan.batch_size,
+                                   cfg.oversample, seed=cfg.seed + 1)
+        if resume:
+            state = self._resume(model, opt, train_sampler, val_sampler)
+        self.log.info("training %s fold %s: %d train / %d val cases, patch %s, batch %d, %s on %s",
+                      plan.name, self.paths.fold_dir.name, len(self.train_ids), len(self.val_ids),
+                      plan.patch_size, plan.batch_size, self.precision, self.device)
+        seed = cfg.seed * 1000 + state["epoch"]
+        train_loader = BackgroundLoader(self._batch_producer(train_sampler, cfg.augmentation, seed))
+        val_loader = BackgroundLoader(self._batch_producer(val_sampler, False, seed + 1))
+        try:
+            while state["epoch"] < state["total_epochs"]:
+                self._epoch(model, opt, loss_fn, train_loader, val_loader, state, train_sampler, val_sampler)
+        finally:
+            train_loader.close()
+            val_loader.close()
+        save_checkpoint(self.paths.fold_dir, "checkpoint_final", model, self._public_state(state))
+        summary = {"epochs": state["epoch"], "best_pseudo_dice_ema": state["best_ema"],
+                   "final_pseudo_dice": state["history"][-1]["pseudo_dice"] if state["history"] else None,
+                   "elapsed_s": round(state["elapsed_s"], 1), "precision": self.precision,
+                   "train_cases": self.train_ids, "val_cases": self.val_ids, "config": cfg.to_dict()}
+        write_json(self.paths.fold_dir / "training.json", summary)
+        return summary
+
+    def _epoch(self, model, opt, loss_fn, train_loader, val_loader, state, train_sampler, val_sampler) -> None:
+        cfg = self.cfg
+        epoch = state["epoch"]
+        lr = poly_lr(cfg.lr, epoch, state["total_epochs"], cfg.poly_exponent)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        t0 = time.perf_counter()
+        train_loader.waited = 0.0
+        model.train()
+        losses = []
+        bar = tqdm(range(cfg.iters_per_epoch), desc=f"epoch {epoch + 1}/{state['total_epochs']}",
+                   disable=not cfg.progress, leave=False)
+        for _ in bar:
+            x, y = train_loader.next()
+            x, y = self._to_device(x), y.to(self.device)
+            with autocast(self.precision, self.device):
+                out = model(x)
+            loss = loss_fn(out, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        train_time = time.perf_counter() - t0
+        wait_fraction = train_loader.waited / max(train_time, 1e-9)
+        val_loss, dice = self._validate(model, loss_fn, val_loader)
+        ema = dice if state["ema"] is None else EMA_DECAY * state["ema"] + (1 - EMA_DECAY) * dice
+        state["ema"] = ema
+        epoch_time = time.perf_counter() - t0
+        state["elapsed_s"] += epoch_time
+        state["epoch"] = epoch + 1
+        state["history"].append({
+            "epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "pseudo_dice": dice,
+            "pseudo_dice_ema": ema, "lr": lr, "epoch_time_s": round(epoch_time, 3),
+            "data_wait_fraction": round(wait_fraction, 4),
+        })
+        if cfg.max_time_s:
+            mean_epoch = state["elapsed_s"] / state["epoch"]
+            affordable = state["epoch"] + int((cfg.max_time_s - state["elapsed_s"]) // mean_epoch)
+            state["total_epochs"] = max(state["epoch"], min(cfg.epochs, affordable))
+        self.log.info("epoch %d/%d  train loss %.4f  val loss %.4f  pseudo Dice %.4f (ema %.4f)  lr %.5f  "
+                      "%.1f s  waiting for data %.1f%%", epoch + 1, state["total_epochs"], np.mean(losses), val_loss,
+                      dice, ema, lr, epoch_time, 100 * wait_fraction)
+        extra = {"sampler_rng": [train_sampler.rng.bit_generator.state, val_sampler.rng.bit_generator.state]}
+        save_checkpoint(self.paths.fold_dir, "checkpoint_latest", model, self._public_state(state) | extra, opt)
+        if ema > state["best_ema"]:
+            state["best_ema"] = ema
+            save_checkpoint(self.paths.fold_dir, "checkpoint_best", model, self._public_state(state))
+        plot_progress(state["history"], self.paths.fold_dir / "progress.png")
+
+    @torch.inference_mode()
+    def _validate(self, model, loss_fn, val_loader) -> tuple[float, float]:
+        """Validation loss and pseudo Dice: Dice from TP/FP/FN summed over validation patches,
+        averaged over foreground classes (a class never seen counts as not measured)."""
+        model.eval()
+        counts = np.zeros((len(self.classes), 3), dtype=np.int64)
+        losses = []
+        for _ in range(self.cfg.val_iters):
+            x, y = val_loader.next()
+            x, y = self._to_device(x), y.to(self.device)
+            with autocast(self.precision, self.device):
+                out = model(x)
+            losses.append(float(loss_fn(out, y)))
+            counts += confusion_counts(out.argmax(1), y, self.classes)
+        model.train()
+        tp, fp, fn = counts.T
+        denom = 2 * tp + fp + fn
+        dice = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), np.nan)
+        return float(np.mean(losses)), float(np.nanmean(dice)) if np.any(denom > 0) else 0.0
+
+    def _public_state(self, state: dict[str, Any]) -> dict[str, Any]:
+        return {"epoch": state["epoch"], "total_epochs": state["total_epochs"], "history": state["history"],
+                "best_ema": state["best_ema"], "ema": state["ema"], "elapsed_s": state["elapsed_s"],
+                "model": self.desc["model"], "training": self.cfg.to_dict()}
+
+    def _resume(self, model, opt, train_sampler, val_sampler) -> dict[str, Any]:
+        path = self.paths.fold_dir / "checkpoint_latest.safetensors"
+        tensors, state = read_checkpoint(path)
+        model.load_state_dict(model_weights(tensors))
+        load_optimizer_tensors(opt, tensors, state["optimizer"])
+        torch.set_rng_state(tensors["rng/torch"])
+        for sampler, rng_state in zip((train_sampler, val_sampler), state.get("sampler_rng", [])):
+            sampler.rng.bit_generator.state = rng_state
+        self.log.info("resumed from %s at epoch %d", path, state["epoch"])
+        return {k: state[k] for k in ("epoch", "total_epochs", "history", "best_ema", "ema", "elapsed_s")}
+
+
+def _file_logger(path: Path) -> logging.Logger:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    logger = logging.getLogger(f"medseg.train.{path}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    if not logger.handlers:
+        fh = logging.FileHandler(path)
+        fh.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%Y-%m-%d %H:%M:%S"))
+        logger.addHandler(fh)
+    return logger
+
+
+def load_model_dir(model_dir: str | Path) -> dict[str, Any]:
+    """Read `model.json` of a model folder."""
+    return read_json(Path(model_dir) / "model.json")
