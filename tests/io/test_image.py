@@ -11,7 +11,9 @@ import pytest
 import SimpleITK as sitk
 
 from medseg.errors import MedsegError
-from medseg.io.image import Image, geometry_differences, read_image, to_sitk, write_image
+from medseg.io.image import (
+    Image, geometry_differences, nifti_nonfinite_counts, read_geometry, read_image, to_sitk, write_image,
+)
 
 SHAPE = (4, 6, 8)  # (z, y, x)
 
@@ -224,3 +226,27 @@ def test_index_to_world_uses_array_order_in_and_itk_order_out(tiny: SimpleNamesp
     image = Image(np.zeros(SHAPE), spacing=tiny.SPACING, origin=tiny.ORIGIN)
     # index (z=1, y=2, x=3) -> world x = 3 * 0.5, y = 2 * 0.75, z = 1 * 2.5 from the origin
     np.testing.assert_allclose(image.index_to_world((1, 2, 3)), np.add(tiny.ORIGIN, (1.5, 1.5, 2.5)))
+
+
+def test_nifti_nan_is_counted_on_disk_although_itk_reads_it_as_zero(
+        tmp_path: Path, tiny: SimpleNamespace) -> None:
+    array = np.ones(SHAPE, np.float32)
+    array[0, 0, 0] = np.nan
+    array[1, 1, :3] = -np.inf
+    for suffix in (".nii.gz", ".nii"):
+        path = write_image(tiny.make_image(array), tmp_path / f"nan{suffix}")
+        assert nifti_nonfinite_counts(path) == (1, 3)
+        assert np.isfinite(read_image(path).array).all()  # ITK's NIfTI reader zeroes them
+    integers = write_image(tiny.make_image(np.ones(SHAPE, np.int16)), tmp_path / "int.nii.gz")
+    assert nifti_nonfinite_counts(integers) is None
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha", ".png"])
+def test_read_geometry_reads_the_header_only(tmp_path: Path, tiny: SimpleNamespace, suffix: str) -> None:
+    shape = (6, 8) if suffix == ".png" else SHAPE
+    image = tiny.make_image(np.ones(shape, np.uint16), direction=() if suffix == ".png" else tiny.oblique_direction())
+    path = write_image(image, tmp_path / f"scan{suffix}")
+    full, header = read_image(path), read_geometry(path)
+    assert header.shape == full.shape and header.array.dtype == full.array.dtype
+    assert header.array.strides == (0,) * len(shape)
+    assert (header.spacing, header.origin, header.direction) == (full.spacing, full.origin, full.direction)

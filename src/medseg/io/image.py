@@ -20,7 +20,7 @@ import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -79,6 +79,13 @@ class Image:
         if array.shape != self.array.shape:
             raise ValueError(f"shape {array.shape} differs from the image's {self.array.shape}")
         return replace(self, array=array)
+
+    def without_voxels(self) -> "Image":
+        """The same shape, dtype and geometry around a zero-stride placeholder array.
+
+        For comparing grids while the voxels themselves are freed.
+        """
+        return replace(self, array=np.broadcast_to(np.zeros((), self.array.dtype), self.array.shape))
 
     def same_geometry(self, other: "Image", tol: float = 1e-4) -> bool:
         """True when shape, spacing, origin and direction agree within `tol` (relative for spacing)."""
@@ -208,16 +215,11 @@ def _check_nifti_complete(path: Path) -> None:
     stream is decompressed only when the trailer disagrees (multi-member gzip files).
     Anything this check cannot parse is left to ITK to report.
     """
-    gz = path.name.lower().endswith(".gz")
-    try:
-        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
-            head = f.read(540)
-    except (OSError, EOFError):
+    header = _read_nifti_header(path)
+    if header is None:
         return
-    expected = _nifti_expected_size(head)
-    if expected is None:
-        return
-    if not gz:
+    expected = header.data_offset + header.data_bytes
+    if not header.gz:
         actual = path.stat().st_size
     else:
         with open(path, "rb") as f:
@@ -238,19 +240,39 @@ def _check_nifti_complete(path: Path) -> None:
         raise MedsegError(f"file is truncated: holds {actual} of the {expected} bytes its header declares", path)
 
 
-def _nifti_expected_size(head: bytes) -> int | None:
-    """Header plus voxel bytes a NIfTI-1/2 header declares; None if `head` is not one."""
+class _NiftiHeader(NamedTuple):
+    """The parts of a NIfTI-1/2 header needed to find and decode the voxel data."""
+
+    gz: bool
+    dtype: np.dtype | None  # None for datatypes this module does not decode
+    n_voxels: int
+    data_offset: int  # bytes from the start of the (uncompressed) file
+    data_bytes: int
+
+
+# NIfTI datatype codes of the float types (the only ones that can hold NaN or Inf).
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+
+
+def _read_nifti_header(path: Path) -> _NiftiHeader | None:
+    """Parse a .nii/.nii.gz header; None when it is not one this module understands."""
+    gz = path.name.lower().endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            head = f.read(540)
+    except (OSError, EOFError):
+        return None
     if len(head) < 348:
         return None
     for endian in "<>":
         sizeof_hdr = struct.unpack(endian + "i", head[:4])[0]
         if sizeof_hdr == 348:
             dims = struct.unpack(endian + "8h", head[40:56])
-            bitpix = struct.unpack(endian + "h", head[72:74])[0]
+            datatype, bitpix = struct.unpack(endian + "2h", head[70:74])
             vox_offset = int(struct.unpack(endian + "f", head[108:112])[0])
             break
         if sizeof_hdr == 540 and len(head) >= 540:
-            bitpix = struct.unpack(endian + "h", head[14:16])[0]
+            datatype, bitpix = struct.unpack(endian + "2h", head[12:16])
             dims = struct.unpack(endian + "8q", head[16:80])
             vox_offset = struct.unpack(endian + "q", head[168:176])[0]
             break
@@ -259,7 +281,69 @@ def _nifti_expected_size(head: bytes) -> int | None:
     ndim = dims[0]
     if not 1 <= ndim <= 7 or bitpix <= 0 or any(d <= 0 for d in dims[1:ndim + 1]):
         return None
-    return max(vox_offset, sizeof_hdr) + math.prod(dims[1:ndim + 1]) * bitpix // 8
+    n_voxels = math.prod(dims[1:ndim + 1])
+    code = _NIFTI_FLOAT_TYPES.get(datatype)
+    dtype = np.dtype(endian + code) if code else None
+    return _NiftiHeader(gz, dtype, n_voxels, max(vox_offset, sizeof_hdr), n_voxels * bitpix // 8)
+
+
+def nifti_nonfinite_counts(path: str | Path) -> tuple[int, int] | None:
+    """(NaN, infinite) voxel counts of a float NIfTI file, from the data as stored on disk.
+
+    ITK's NIfTI reader silently replaces NaN and Inf with 0, so `read_image` never shows
+    them; this reads the raw voxels instead. Returns None (reading only the header) when
+    the file does not store float32/float64 voxels. Raises `MedsegError` when the data
+    cannot be read in full.
+    """
+    path = Path(path)
+    header = _read_nifti_header(path)
+    if header is None or header.dtype is None:
+        return None
+    try:
+        if header.gz:
+            data = np.frombuffer(gzip.decompress(path.read_bytes()), header.dtype,
+                                 count=header.n_voxels, offset=header.data_offset)
+        else:
+            data = np.fromfile(path, header.dtype, count=header.n_voxels, offset=header.data_offset)
+    except (OSError, EOFError, ValueError) as err:
+        raise MedsegError(f"cannot read image data: {err}", path) from None
+    if data.size < header.n_voxels:
+        raise MedsegError(f"file is truncated: holds {data.size} of {header.n_voxels} voxels", path)
+    if np.isfinite(data).all():
+        return 0, 0
+    return int(np.isnan(data).sum()), int(np.isinf(data).sum())
+
+
+def read_geometry(path: str | Path) -> Image:
+    """Shape, dtype, spacing, origin and direction of an image file, read from its header only.
+
+    The returned `array` is a read-only zero-stride placeholder with the file's shape and
+    dtype: it holds no voxels. Use it to compare grids without decompressing anything.
+    """
+    path = Path(path)
+    if path.is_dir():  # a DICOM series: slices are sorted by position, which needs every file
+        return read_image(path).without_voxels()
+    if not path.exists():
+        raise MedsegError("file not found", path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise MedsegError(f"cannot read image: {_itk_reason(err)}", path) from None
+    if reader.GetNumberOfComponents() != 1 and image_suffix(path) not in FLAT_SUFFIXES:
+        raise MedsegError(f"image has {reader.GetNumberOfComponents()} components per voxel; "
+                          "store each channel as its own file", path)
+    dtype = sitk.GetArrayViewFromImage(sitk.Image([1] * reader.GetDimension(), reader.GetPixelID())).dtype
+    image = Image(
+        array=np.broadcast_to(np.zeros((), dtype), tuple(reversed(reader.GetSize()))),
+        spacing=tuple(reversed(reader.GetSpacing())),
+        origin=reader.GetOrigin(),
+        direction=reader.GetDirection(),
+    )
+    if image_suffix(path) in FLAT_SUFFIXES:
+        image = Image(image.array, spacing=(1.0,) * image.ndim)
+    return image
 
 
 def _read_dicom_series(path: Path) -> sitk.Image:
