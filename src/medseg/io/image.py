@@ -163,7 +163,8 @@ def read_image(path: str | Path) -> Image:
 
     PNG and TIFF carry no usable geometry (their resolution tags are print dots per inch),
     so they read with spacing 1, origin 0 and identity direction. A NIfTI file shorter than
-    its header promises is an error (ITK would silently pad it with zeros).
+    its header promises is an error (ITK would silently pad it with zeros). ITK's NIfTI
+    library reads NaN and Inf voxels as 0; `nifti_nonfinite_counts` finds them on disk.
 
     Raises `MedsegError` naming the file when it is missing or unreadable, or holds
     vector pixels (channels belong in separate files, as in the nnU-Net layout).
