@@ -103,7 +103,9 @@ def _predict(a: argparse.Namespace) -> int:
 def _evaluate(a: argparse.Namespace) -> int:
     from medseg.evaluation import evaluate_folders, format_table
     summary = evaluate_folders(a.pred_dir, a.ref_dir, dataset_json=a.dataset_json, metrics=a.metrics,
-                               out_dir=a.out or a.pred_dir, workers=_workers(a.workers))
+                               out_dir=a.out or a.pred_dir, workers=_workers(a.workers),
+                               tolerance_mm=a.tolerance_mm, surface_method=a.surface_method,
+                               both_empty=a.both_empty)
     print(format_table(summary))
     print(f"wrote summary.json and metrics.csv to {a.out or a.pred_dir}")
     return 0
@@ -199,8 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("ref_dir")
     s.add_argument("--dataset-json", help="dataset.json naming the labels")
     s.add_argument("--metrics", nargs="+", help="metrics to compute (default: all)")
-    s.add_argument("--out", help="where to write summary.json (default: PRED_DIR)")
-    s.add_argument("--workers", type=int)
+    s.add_argument("-o", "--out", help="where to write summary.json (default: PRED_DIR)")
+    s.add_argument("--workers", type=int, help="worker processes (default: up to 2)")
+    s.add_argument("--tolerance-mm", type=float, default=1.0, help="normalised surface Dice tolerance (default 1 mm)")
+    s.add_argument("--surface-method", choices=["surfel", "voxel"], default="surfel",
+                   help="surface elements (DeepMind, default) or boundary voxels (MONAI); see docs/metrics.md")
+    s.add_argument("--both-empty", choices=["nan", "perfect"], default="nan",
+                   help="a class absent from both prediction and reference: NaN, left out of means (default), or 1")
 
     s = add("demo", "run the whole pipeline on built-in phantoms, within a few minutes on a CPU")
     s.add_argument("--workdir", default="medseg_demo", help="working directory (default ./medseg_demo)")

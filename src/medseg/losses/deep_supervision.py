@@ -1,4 +1,8 @@
-"""Deep supervision: one loss per decoder resolution, weights halving, the lowest off."""
+"""Deep supervision: one loss per supervised decoder resolution, weights halving.
+
+Models emit no output for their lowest decoder resolution (it is "off" there, so no
+parameter goes without a gradient); the weights here halve per output and sum to 1.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,8 @@ from torch import nn
 
 
 def deep_supervision_weights(n: int) -> list[float]:
-    """[1, 1/2, 1/4, ...] for n heads (full resolution first), lowest set to 0, sum 1."""
+    """[1, 1/2, 1/4, ...] for n outputs (full resolution first), normalised to sum 1."""
     w = [0.5**i for i in range(n)]
-    if n > 1:
-        w[-1] = 0.0
     total = sum(w)
     return [x / total for x in w]
 
@@ -42,6 +44,5 @@ class DeepSupervisionLoss(nn.Module):
         targets = downsample_labels(target, [o.shape[2:] for o in outputs])
         total = outputs[0].new_zeros((), dtype=torch.float32)
         for w, o, t in zip(weights, outputs, targets):
-            if w > 0:
-                total = total + w * self.loss(o, t)
+            total = total + w * self.loss(o, t)
         return total

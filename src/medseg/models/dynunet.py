@@ -2,7 +2,7 @@
 
 Per stage: conv -> instance norm -> leaky ReLU, twice; the first conv of a stage carries the
 stride (down-sampling by strided convolution); up-sampling by transposed convolution with
-kernel = stride; skips by concatenation; deep-supervision heads at every decoder resolution.
+kernel = stride; skips by concatenation; deep-supervision heads at every decoder resolution but the lowest.
 Kernel sizes and strides are per stage and per axis, as a plan decides them. The residual
 variant replaces each encoder stage with ResNet-D basic blocks, more of them deeper down.
 """
@@ -90,7 +90,10 @@ class DynUNet(nn.Module):
                 features[s], features[s - 1], self.strides[s], stride=self.strides[s]))
             self.decoder.append(StackedConvs(spatial_dims, 2 * features[s - 1], features[s - 1], decoder_convs,
                                              self.kernel_sizes[s - 1], 1, **conv_kw))
-            self.heads.append(layers.conv(spatial_dims)(features[s - 1], num_classes, 1))
+            # The lowest decoder resolution gets no head: it would never be supervised, and
+            # parameters without gradients break DistributedDataParallel.
+            lowest = s == n_stages - 1 and n_stages > 2
+            self.heads.append(nn.Identity() if lowest else layers.conv(spatial_dims)(features[s - 1], num_classes, 1))
         init_he(self)
 
     @property
@@ -111,7 +114,7 @@ class DynUNet(nn.Module):
         outputs = []
         for i, (up, dec) in enumerate(zip(self.up, self.decoder)):
             x = dec(torch.cat([up(x), skips[-(i + 2)]], dim=1))
-            if want_all or i == len(self.decoder) - 1:
+            if (want_all and not isinstance(self.heads[i], nn.Identity)) or i == len(self.decoder) - 1:
                 outputs.append(self.heads[i](x))
         return outputs[::-1] if want_all else outputs[-1]
 

@@ -101,18 +101,22 @@ def rule_initial_patch(spacing: Sequence[float], median_shape: Sequence[float]) 
 def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, in_channels: int,
                        num_classes: int, budget_gb: float, normalization: list[str], num_cases: int,
                        base_features: int = 32, max_patch_voxels: int | None = None,
-                       model: str = "dynunet") -> ConfigurationPlan:
+                       model: str = "dynunet", target_spacing: Sequence[float] | None = None) -> ConfigurationPlan:
     """Plan one configuration: spacing, then the largest patch that fits the budget at
-    batch 2 (patch preferred over batch), then spend what is left on the batch."""
+    batch 2 (patch preferred over batch), then spend what is left on the batch.
+    `target_spacing` overrides the spacing rule (the low-resolution configuration uses it)."""
     dims = spacings.shape[1]
-    target, notes = rule_target_spacing(spacings, shapes)
+    if target_spacing is None:
+        target, notes = rule_target_spacing(spacings, shapes)
+    else:
+        target, notes = list(map(float, target_spacing)), [f"target spacing {_r(target_spacing)} (low resolution)"]
     resampled = shapes * spacings / np.asarray(target)
     median_shape = np.median(resampled, axis=0)
     patch = rule_initial_patch(target, median_shape)
-    if max_patch_voxels:
-        while prod(patch) > max_patch_voxels:
-            a = int(np.argmax(np.asarray(patch) * np.asarray(target)))  # longest in millimetres
-            patch[a] = max(MIN_FEATURE_MAP, int(patch[a] * 0.9))
+    if max_patch_voxels and prod(patch) > max_patch_voxels:
+        # Same aspect, smaller volume: a user's cap on compute per step (small CPU runs).
+        f = (max_patch_voxels / prod(patch)) ** (1 / dims)
+        patch = [max(MIN_FEATURE_MAP, int(p * f)) for p in patch]
     budget = budget_gb * GB
     cap = 320 if dims == 3 else 512
 
@@ -124,7 +128,7 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
         return topo, feats, mem
 
     topo, feats, mem = derive(patch)
-    while mem > budget:
+    while mem > budget or (max_patch_voxels and prod(topo.patch_size) > max_patch_voxels):
         # Shrink the axis that is largest relative to the median image, by one divisor step.
         rel = np.asarray(topo.patch_size) / np.maximum(median_shape, 1)
         a = int(np.argmax(rel))
@@ -161,9 +165,41 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
     )
 
 
+LOWRES_MIN_COVERAGE = 0.25
+LOWRES_STEP = 1.03
+
+
+def coverage(plan: ConfigurationPlan) -> float:
+    """Fraction of the median image one patch covers."""
+    return prod(plan.patch_size) / max(prod(plan.median_shape), 1)
+
+
+def rule_lowres(full: ConfigurationPlan, spacings: np.ndarray, shapes: np.ndarray,
+                **common: Any) -> ConfigurationPlan | None:
+    """`3d_lowres` when the full-resolution patch covers less than a quarter of the median
+    image: coarsen the spacing in 3 % steps (finer axes first, until they reach the coarsest)
+    until a patch planned at that spacing covers at least a quarter."""
+    if coverage(full) >= LOWRES_MIN_COVERAGE:
+        return None
+    spacing = np.asarray(full.target_spacing, dtype=float)
+    for _ in range(200):
+        coarsest = spacing.max()
+        if np.any(spacing < coarsest):
+            spacing = np.minimum(spacing * LOWRES_STEP, coarsest)
+        else:
+            spacing = spacing * LOWRES_STEP
+        low = plan_configuration("3d_lowres", spacings, shapes, target_spacing=spacing.tolist(), **common)
+        if coverage(low) >= LOWRES_MIN_COVERAGE:
+            low.notes.append(f"full-resolution patch covered {coverage(full):.0%} of the median image; "
+                             f"this one covers {coverage(low):.0%}")
+            return low
+    return None
+
+
 def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str = "cuda",
                base_features: int = 32, max_patch_voxels: int | None = None) -> Plans:
-    """Plans for every configuration the data allow: `3d_fullres` for volumes, `2d` always."""
+    """Plans for every configuration the data allow: `3d_fullres` (and `3d_lowres` when a
+    full-resolution patch sees too little of the image) for volumes, `2d` for 2D data."""
     spacings = np.array([c["spacing"] for c in fingerprint["cases"]], dtype=float)
     shapes = np.array([c["shape_after_crop"] for c in fingerprint["cases"]], dtype=float)
     channels = fingerprint["channel_names"]
@@ -173,7 +209,11 @@ def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str 
                   base_features=base_features, max_patch_voxels=max_patch_voxels)
     configs: dict[str, dict[str, Any]] = {}
     if fingerprint["spatial_dims"] == 3:
-        configs["3d_fullres"] = plan_configuration("3d_fullres", spacings, shapes, **common).to_dict()
+        full = plan_configuration("3d_fullres", spacings, shapes, **common)
+        configs["3d_fullres"] = full.to_dict()
+        low = rule_lowres(full, spacings, shapes, **common)
+        if low is not None:
+            configs["3d_lowres"] = low.to_dict()
     else:
         sp, sh = (spacings[:, -2:], shapes[:, -2:])
         configs["2d"] = plan_configuration("2d", sp, sh, **common).to_dict()

@@ -249,7 +249,11 @@ class Trainer:
         for sampler, rng_state in zip((train_sampler, val_sampler), state.get("sampler_rng", [])):
             sampler.rng.bit_generator.state = rng_state
         self.log.info("resumed from %s at epoch %d", path, state["epoch"])
-        return {k: state[k] for k in ("epoch", "total_epochs", "history", "best_ema", "ema", "elapsed_s")}
+        out = {k: state[k] for k in ("epoch", "total_epochs", "history", "best_ema", "ema", "elapsed_s")}
+        # The epochs asked for now win over the old run's (a user may extend a run); a time
+        # budget trims them again after the next epoch.
+        out["total_epochs"] = self.cfg.epochs
+        return out
 
 
 def _file_logger(path: Path) -> logging.Logger:
