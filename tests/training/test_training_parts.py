@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from medseg.errors import MedsegError
+from medseg.preprocessing.preprocess import class_locations, save_array
+from medseg.training.checkpoint import load_optimizer_tensors, model_weights, read_checkpoint, save_checkpoint
+from medseg.training.config import parse_duration
+from medseg.training.device import resolve_precision
+from medseg.training.sampler import PatchSampler
+from medseg.training.splits import fold_cases, make_splits
+from medseg.training.trainer import poly_lr
+
+
+def test_poly_lr():
+    assert poly_lr(0.01, 0, 100) == 0.01
+    assert poly_lr(0.01, 50, 100) == pytest.approx(0.01 * 0.5**0.9)
+    assert poly_lr(0.01, 100, 100) == 0.0
+
+
+def test_splits_are_deterministic_and_disjoint():
+    ids = [f"c{i}" for i in range(12)]
+    a, b = make_splits(ids), make_splits(list(reversed(ids)))
+    assert a == b and len(a) == 5
+    vals = [set(f["val"]) for f in a]
+    assert set().union(*vals) == set(ids) and sum(len(v) for v in vals) == 12
+    for f in a:
+        assert not set(f["train"]) & set(f["val"])
+    train, val = fold_cases(a, "all")
+    assert train == val == sorted(ids)
+    with pytest.raises(MedsegError, match="fold 7"):
+        fold_cases(a, 7)
+
+
+def test_parse_duration():
+    assert parse_duration("2h") == 7200 and parse_duration("1h30m") == 5400 and parse_duration("45") == 45
+    with pytest.raises(ValueError):
+        parse_duration("soon")
+
+
+def test_precision_auto_never_picks_slow_bf16_on_cpu(monkeypatch):
+    import medseg.training.device as dev
+    monkeypatch.setattr(dev, "cpu_has_fast_bf16", lambda: False)
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    monkeypatch.setattr(dev, "cpu_has_fast_bf16", lambda: True)
+    assert resolve_precision("auto", torch.device("cpu")) == "bf16"
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+def test_checkpoint_round_trip_without_pickle(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv3d(1, 4, 3), nn.InstanceNorm3d(4, affine=True))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    model(torch.randn(1, 1, 5, 5, 5)).sum().backward()
+    opt.step()
+    save_checkpoint(tmp_path, "ck", model, {"epoch": 3, "note": "x"}, opt)
+    assert (tmp_path / "ck.json").exists()
+    tensors, state = read_checkpoint(tmp_path / "ck.safetensors")
+    assert state["epoch"] == 3
+    fresh = nn.Sequential(nn.Conv3d(1, 4, 3), nn.InstanceNorm3d(4, affine=True))
+    fresh.load_state_dict(model_weights(tensors))
+    for a, b in zip(fresh.parameters(), model.parameters()):
+        torch.testing.assert_close(a, b)
+    opt2 = torch.optim.SGD(fresh.parameters(), lr=0.5, momentum=0.9, nesterov=True)
+    load_optimizer_tensors(opt2, tensors, state["optimizer"])
+    assert opt2.param_groups[0]["lr"] == 0.1
+    torch.testing.assert_close(opt2.state[opt2.param_groups[0]["params"][0]]["momentum_buffer"],
+                               opt.state[opt.param_groups[0]["params"][0]]["momentum_buffer"])
+
+
+def test_corrupt_checkpoint_is_a_user_error(tmp_path):
+    bad = tmp_path / "x.safetensors"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(MedsegError, match="x.safetensors"):
+        read_checkpoint(bad)
+
+
+def test_sampler_oversamples_foreground_and_pads(tmp_path):
+    seg = np.zeros((10, 40, 40), np.int16)
+    seg[5, 30, 30] = 1  # one foreground voxel in a corner region
+    img = np.random.default_rng(0).normal(size=(1, 10, 40, 40)).astype(np.float32)
+    save_array(tmp_path / "a.npy", img)
+    save_array(tmp_path / "a_seg.npy", seg)
+    save_array(tmp_path / "a_fg.npy", class_locations(seg, [1], 100, 0))
+    s = PatchSampler(tmp_path, ["a"], (16, 16, 16), batch_size=3, oversample=1 / 3, seed=0)
+    hits = 0
+    for _ in range(20):
+        x, y = s.sample()
+        assert x.shape == (3, 1, 16, 16, 16) and y.shape == (3, 16, 16, 16)
+        assert (y[-1] == 1).any()  # the last sample of each batch is forced onto foreground
+        hits += int((y[:2] == 1).any())
+    assert hits < 20  # random placements do not always contain that voxel
