@@ -6,10 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-
-torch.set_num_threads(2)
-
 
 @pytest.fixture(scope="session")
 def phantom_dataset(tmp_path_factory) -> Path:

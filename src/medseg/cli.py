@@ -83,10 +83,25 @@ def _train(a: argparse.Namespace) -> int:
     cfg = TrainingConfig(epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, val_iters=a.val_iters, lr=a.lr,
                          augmentation=not a.no_augmentation, precision=a.precision, channels_last=a.channels_last,
                          max_time_s=parse_duration(a.max_time) if a.max_time else None, seed=a.seed,
-                         device=a.device)
+                         device=a.device, deterministic=a.deterministic)
     run_train(a.dataset, a.workdir, a.configuration, a.fold, cfg, model_name=a.model, resume=a.resume,
-              verbose=True)
+              verbose=True, model_options=_options(a.model_option))
     return 0
+
+
+def _options(pairs: list[str] | None) -> dict:
+    """`key=value` pairs; values are read as JSON where they parse (numbers, true, lists)."""
+    import json
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise MedsegError(f"model option {pair!r} is not KEY=VALUE")
+        key, value = pair.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 @command("predict")
@@ -172,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-c", "--configuration", default="3d_fullres")
     s.add_argument("--fold", default="0", help="0..4, or 'all' (default 0)")
     s.add_argument("--model", help="train another registered model instead of the plan's (see `medseg models`)")
+    s.add_argument("--model-option", action="append", metavar="KEY=VALUE",
+                   help="option for the model's constructor, e.g. base_features=16 (repeatable)")
+    s.add_argument("--deterministic", action="store_true",
+                   help="deterministic algorithms: same seed, same machine, identical weights")
     s.add_argument("--epochs", type=int, default=1000)
     s.add_argument("--iters-per-epoch", type=int, default=250)
     s.add_argument("--val-iters", type=int, default=50)

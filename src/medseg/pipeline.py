@@ -67,11 +67,11 @@ def run_preprocess(dataset: str | Path, workdir: str | Path | None = None, confi
 
 def run_train(dataset: str | Path, workdir: str | Path | None, config: str, fold: int | str,
               cfg: TrainingConfig, model_name: str | None = None, resume: bool = False,
-              verbose: bool = False) -> dict[str, Any]:
+              verbose: bool = False, model_options: dict[str, Any] | None = None) -> dict[str, Any]:
     wd = resolve_workdir(dataset, workdir)
-    trainer = Trainer(wd, load_plans(wd), config, fold, cfg, model_name=model_name)
+    trainer = Trainer(wd, load_plans(wd), config, fold, cfg, model_name=model_name, model_options=model_options)
     summary = trainer.fit(resume=resume)
-    if verbose:
+    if verbose and trainer.dist.is_main:
         print(f"trained {config} {trainer.paths.fold_dir.name}: {summary['epochs']} epochs, "
               f"best pseudo Dice (moving average) {summary['best_pseudo_dice_ema']:.3f} -> {trainer.paths.fold_dir}")
     return summary

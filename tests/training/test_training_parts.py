@@ -85,9 +85,23 @@ def test_sampler_oversamples_foreground_and_pads(tmp_path):
     save_array(tmp_path / "a_fg.npy", class_locations(seg, [1], 100, 0))
     s = PatchSampler(tmp_path, ["a"], (16, 16, 16), batch_size=3, oversample=1 / 3, seed=0)
     hits = 0
-    for _ in range(20):
-        x, y = s.sample()
+    for step in range(20):
+        x, y = s.sample(step)
         assert x.shape == (3, 1, 16, 16, 16) and y.shape == (3, 16, 16, 16)
         assert (y[-1] == 1).any()  # the last sample of each batch is forced onto foreground
         hits += int((y[:2] == 1).any())
     assert hits < 20  # random placements do not always contain that voxel
+
+
+def test_sampler_slices_equal_the_whole_batch(tmp_path):
+    seg = np.zeros((12, 30, 30), np.int16)
+    seg[3:9, 5:20, 5:20] = 1
+    img = np.random.default_rng(1).normal(size=(1, 12, 30, 30)).astype(np.float32)
+    for name, arr in (("a.npy", img), ("a_seg.npy", seg), ("a_fg.npy", class_locations(seg, [1], 50, 0))):
+        save_array(tmp_path / name, arr)
+    s = PatchSampler(tmp_path, ["a"], (8, 16, 16), batch_size=4, seed=5)
+    whole_x, whole_y = s.sample(7)
+    parts = [s.sample(7, [0, 1]), s.sample(7, [2, 3])]
+    np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), whole_x)
+    np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), whole_y)
+    assert not np.array_equal(s.sample(8)[0], whole_x)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from medseg.models import layers
-from medseg.models.blocks import ConvNormAct, ResidualBlock, StackedConvs, as_tuple
+from medseg.models.blocks import ConvNormAct, ResidualBlock, StackedConvs, as_tuple, init_he
 from medseg.models.registry import register_model
 
 
@@ -117,15 +117,6 @@ class DynUNet(nn.Module):
             if (want_all and not isinstance(self.heads[i], nn.Identity)) or i == len(self.decoder) - 1:
                 outputs.append(self.heads[i](x))
         return outputs[::-1] if want_all else outputs[-1]
-
-
-def init_he(module: nn.Module, slope: float = 1e-2) -> None:
-    """He (Kaiming) normal initialisation for leaky-ReLU networks; biases zero."""
-    for m in module.modules():
-        if isinstance(m, (nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
-            nn.init.kaiming_normal_(m.weight, a=slope)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
 
 @register_model("dynunet", paper="Isensee et al., Nature Methods 2021 (nnU-Net)",

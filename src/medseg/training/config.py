@@ -22,6 +22,7 @@ class TrainingConfig:
     channels_last: bool = False
     max_time_s: float | None = None
     seed: int = 0
+    deterministic: bool = False
     device: str = "auto"
     loss: str | None = None
     progress: bool = True

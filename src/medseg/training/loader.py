@@ -16,8 +16,11 @@ import torch
 
 
 class BackgroundLoader:
-    def __init__(self, produce: Callable[[], tuple[torch.Tensor, torch.Tensor]], prefetch: int = 2):
+    def __init__(self, produce: Callable[[int], tuple[torch.Tensor, torch.Tensor]], start_step: int = 0,
+                 prefetch: int = 2):
+        """`produce(step)` makes the batch of a step; steps count up from `start_step`."""
         self._produce = produce
+        self._step = start_step
         self._queue: queue.Queue = queue.Queue(maxsize=prefetch)
         self._stop = threading.Event()
         self.waited = 0.0
@@ -27,7 +30,8 @@ class BackgroundLoader:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                item = self._produce()
+                item = self._produce(self._step)
+                self._step += 1
             except BaseException as err:  # surfaced in the consumer
                 item = err
             while not self._stop.is_set():

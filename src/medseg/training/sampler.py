@@ -48,7 +48,12 @@ def read_patch(case: PreprocessedCase, start: Sequence[int], size: Sequence[int]
 
 
 class PatchSampler:
-    """Draws batches of patches. `patch_size` is in (z, y, x) voxels of the preprocessed grid."""
+    """Draws batches of patches. `patch_size` is in (z, y, x) voxels of the preprocessed grid.
+
+    Sample `i` of step `step` is drawn from its own generator seeded by (seed, step, i), so a
+    batch is the same whether one process draws it whole or several ranks each draw a slice
+    of it (`indices`): distributed training sees exactly what a single process would.
+    """
 
     def __init__(self, folder: str | Path, case_ids: Sequence[str], patch_size: Sequence[int], batch_size: int,
                  oversample: float = 1 / 3, seed: int = 0):
@@ -59,26 +64,32 @@ class PatchSampler:
         self.patch_size = list(patch_size)
         self.batch_size = batch_size
         self.oversample = oversample
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
 
-    def _start(self, case: PreprocessedCase, force_fg: bool) -> list[int]:
+    def sample_rng(self, step: int, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, step, index])
+
+    def _start(self, rng: np.random.Generator, case: PreprocessedCase, force_fg: bool) -> list[int]:
         shape, size = case.shape, self.patch_size
         if force_fg and case.classes:
-            cls = self.rng.choice(case.classes)
+            cls = rng.choice(case.classes)
             rows = case.fg[case.fg[:, 0] == cls]
-            centre = rows[self.rng.integers(len(rows)), 1:]
+            centre = rows[rng.integers(len(rows)), 1:]
             return [int(c) - n // 2 for c, n in zip(centre, size)]
         # Uniform over placements; a patch larger than the case is centred with jitter.
-        return [int(self.rng.integers(min(0, d - n), max(0, d - n) + 1)) for d, n in zip(shape, size)]
+        return [int(rng.integers(min(0, d - n), max(0, d - n) + 1)) for d, n in zip(shape, size)]
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """(image (B, C, *patch) float32, labels (B, *patch) int16)."""
-        images, segs = [], []
+    def sample(self, step: int, indices: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Samples `indices` (default: all) of the global batch of `step`:
+        (image (b, C, *patch) float32, labels (b, *patch) int16)."""
+        indices = range(self.batch_size) if indices is None else indices
         n_fg = int(round(self.batch_size * self.oversample))
-        for i in range(self.batch_size):
-            case = self.cases[self.rng.integers(len(self.cases))]
-            # The last n_fg samples of the batch are forced onto foreground.
-            img, seg = read_patch(case, self._start(case, i >= self.batch_size - n_fg), self.patch_size)
+        images, segs = [], []
+        for i in indices:
+            rng = self.sample_rng(step, i)
+            case = self.cases[rng.integers(len(self.cases))]
+            # The last n_fg samples of the global batch are forced onto foreground.
+            img, seg = read_patch(case, self._start(rng, case, i >= self.batch_size - n_fg), self.patch_size)
             images.append(img)
             segs.append(seg)
         return np.stack(images), np.stack(segs)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from medseg.planning.plans import ConfigurationPlan, Plans
 from medseg.training.checkpoint import load_optimizer_tensors, model_weights, read_checkpoint, save_checkpoint
 from medseg.training.config import TrainingConfig
 from medseg.training.device import autocast, resolve_device, resolve_precision
+from medseg.training.distributed import device_for_rank, init_distributed, shutdown
 from medseg.training.loader import BackgroundLoader
 from medseg.training.progress import plot_progress
 from medseg.training.sampler import PatchSampler
@@ -40,10 +41,26 @@ def poly_lr(base: float, epoch: int, total: int, exponent: float = 0.9) -> float
     return base * (1 - min(epoch, total) / max(total, 1)) ** exponent
 
 
-def model_description(plans: Plans, plan: ConfigurationPlan, model_name: str | None = None) -> dict[str, Any]:
-    """Everything needed to rebuild the network and pre-/post-process for it."""
+def model_description(plans: Plans, plan: ConfigurationPlan, model_name: str | None = None,
+                      model_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything needed to rebuild the network and pre-/post-process for it.
+
+    Another registered model than the plan's keeps the plan's spacing and normalisation;
+    its patch is rounded up to what the model needs, and `model_options` (e.g. a width) go
+    to its constructor.
+    """
     name = model_name or plan.model
     options = dict(plan.model_options) if name == plan.model else {"deep_supervision": True}
+    options.update(model_options or {})
+    if name != plan.model:
+        with torch.device("meta"):  # built only to be asked; allocates nothing
+            probe = create_model(name, spatial_dims=plan.spatial_dims, in_channels=len(plans.channel_names),
+                                 num_classes=max(plans.labels.values()) + 1, **options)
+        divisor = getattr(probe, "divisor", None)
+        if divisor:
+            plan = replace(plan, patch_size=[-(-p // d) * d for p, d in zip(plan.patch_size, divisor)])
+        if getattr(probe, "default_loss", None) and plan.loss == "dice_ce":
+            plan = replace(plan, loss=probe.default_loss)
     return {
         "configuration": {"name": plan.name, **plan.to_dict()},
         "model": name,
@@ -78,11 +95,22 @@ class FoldPaths:
     fold_dir: Path
 
 
+def sample_generator(seed: int, step: int, index: int) -> torch.Generator:
+    """The torch generator of sample `index` of step `step`: augmentation is a function of
+    (seed, step, index) only, so any split of a batch across processes draws the same."""
+    state = int(np.random.SeedSequence([seed, step, index, 7]).generate_state(1, dtype=np.uint64)[0])
+    return torch.Generator().manual_seed(state)
+
+
 class Trainer:
-    """Trains `plans.configuration(config)` on one fold of the preprocessed cases."""
+    """Trains `plans.configuration(config)` on one fold of the preprocessed cases.
+
+    Under `torchrun`, every rank computes its share of each global batch and gradients are
+    averaged by DistributedDataParallel; only rank 0 writes files.
+    """
 
     def __init__(self, workdir: str | Path, plans: Plans, config: str, fold: int | str,
-                 cfg: TrainingConfig, model_name: str | None = None):
+                 cfg: TrainingConfig, model_name: str | None = None, model_options: dict[str, Any] | None = None):
         self.workdir = Path(workdir)
         self.plans = plans
         self.plan = plans.configuration(config)
@@ -90,30 +118,44 @@ class Trainer:
         self.data_dir = self.workdir / "preprocessed" / config
         if not (self.data_dir / "plan.json").exists():
             raise MedsegError("not preprocessed for this configuration; run `medseg preprocess` first", self.data_dir)
+        self.dist = init_distributed(resolve_device(cfg.device))
+        self.device = device_for_rank(resolve_device(cfg.device), self.dist)
+        if self.plan.batch_size % self.dist.world_size:
+            raise MedsegError(f"batch size {self.plan.batch_size} does not split evenly over "
+                              f"{self.dist.world_size} processes; change batch_size in plans.json")
         case_ids = sorted(p.stem for p in self.data_dir.glob("*.json") if p.name != "plan.json")
+        if self.dist.is_main:
+            load_or_make_splits(self.workdir / "splits.json", case_ids)
+        self.dist.barrier()
         splits = load_or_make_splits(self.workdir / "splits.json", case_ids)
         self.train_ids, self.val_ids = fold_cases(splits, fold)
-        self.desc = model_description(plans, self.plan, model_name)
+        self.desc = model_description(plans, self.plan, model_name, model_options)
+        # The model may need another patch or loss than the plan's (see model_description).
+        self.plan = ConfigurationPlan(**self.desc["configuration"])
         model_dir = self.workdir / "models" / (config if not model_name or model_name == self.plan.model
                                                else f"{config}__{model_name}")
         self.paths = FoldPaths(model_dir, model_dir / f"fold_{fold}")
-        self.device = resolve_device(cfg.device)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.classes = sorted(v for v in plans.labels.values() if v > 0)
-        self.log = _file_logger(self.paths.fold_dir / "training_log.txt")
+        self.log = _file_logger(self.paths.fold_dir / "training_log.txt" if self.dist.is_main else None)
 
     # -- pieces ------------------------------------------------------------------------
     def _batch_producer(self, sampler: PatchSampler, augment: bool, seed: int):
-        gen = torch.Generator().manual_seed(seed)
         icfg = IntensityConfig()
         axes = list(range(self.plan.spatial_dims))
+        share = self.dist.share(sampler.batch_size)
 
-        def produce() -> tuple[torch.Tensor, torch.Tensor]:
-            img, seg = sampler.sample()
+        def produce(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            img, seg = sampler.sample(step, share)
             x, y = torch.from_numpy(img), torch.from_numpy(seg)
             if augment:
-                x, y = mirror(x, y, gen, axes)
-                x = augment_intensity(x, gen, icfg)
+                xs, ys = [], []
+                for j, i in enumerate(share):
+                    gen = sample_generator(seed, step, i)
+                    xi, yi = mirror(x[j:j + 1], y[j:j + 1], gen, axes)
+                    xs.append(augment_intensity(xi, gen, icfg))
+                    ys.append(yi)
+                x, y = torch.cat(xs), torch.cat(ys)
             return x, y
 
         return produce
@@ -126,45 +168,69 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------
     def fit(self, resume: bool = False) -> dict[str, Any]:
+        try:
+            return self._fit(resume)
+        finally:
+            shutdown(self.dist)
+
+    def _fit(self, resume: bool) -> dict[str, Any]:
         cfg, plan = self.cfg, self.plan
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True)
         torch.manual_seed(cfg.seed)
-        self.paths.fold_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.paths.model_dir / "model.json", self.desc)
-        model = build_model(self.desc).to(self.device)
+        if self.dist.is_main:
+            self.paths.fold_dir.mkdir(parents=True, exist_ok=True)
+            write_json(self.paths.model_dir / "model.json", self.desc)
+        net = build_model(self.desc).to(self.device)
         if cfg.channels_last and plan.spatial_dims == 3:
-            model = model.to(memory_format=torch.channels_last_3d)
-        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+            net = net.to(memory_format=torch.channels_last_3d)
+        opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                               weight_decay=cfg.weight_decay)
         loss_fn = DeepSupervisionLoss(create_loss(cfg.loss or plan.loss))
         state: dict[str, Any] = {"epoch": 0, "total_epochs": cfg.epochs, "history": [], "best_ema": -1.0,
                                  "ema": None, "elapsed_s": 0.0}
+        if resume:
+            state = self._resume(net, opt)
+        model = net
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+            model = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         train_sampler = PatchSampler(self.data_dir, self.train_ids, plan.patch_size, plan.batch_size,
                                      cfg.oversample, seed=cfg.seed)
         val_sampler = PatchSampler(self.data_dir, self.val_ids, plan.patch_size, plan.batch_size,
                                    cfg.oversample, seed=cfg.seed + 1)
-        if resume:
-            state = self._resume(model, opt, train_sampler, val_sampler)
-        self.log.info("training %s fold %s: %d train / %d val cases, patch %s, batch %d, %s on %s",
+        self.log.info("training %s %s: %d train / %d val cases, patch %s, batch %d (%d process(es)), %s on %s",
                       plan.name, self.paths.fold_dir.name, len(self.train_ids), len(self.val_ids),
-                      plan.patch_size, plan.batch_size, self.precision, self.device)
-        seed = cfg.seed * 1000 + state["epoch"]
-        train_loader = BackgroundLoader(self._batch_producer(train_sampler, cfg.augmentation, seed))
-        val_loader = BackgroundLoader(self._batch_producer(val_sampler, False, seed + 1))
+                      plan.patch_size, plan.batch_size, self.dist.world_size, self.precision, self.device)
+        train_loader = BackgroundLoader(self._batch_producer(train_sampler, cfg.augmentation, cfg.seed),
+                                        start_step=state["epoch"] * cfg.iters_per_epoch)
+        val_loader = BackgroundLoader(self._batch_producer(val_sampler, False, cfg.seed + 1),
+                                      start_step=state["epoch"] * cfg.val_iters)
         try:
             while state["epoch"] < state["total_epochs"]:
-                self._epoch(model, opt, loss_fn, train_loader, val_loader, state, train_sampler, val_sampler)
+                self._epoch(model, net, opt, loss_fn, train_loader, val_loader, state)
         finally:
             train_loader.close()
             val_loader.close()
-        save_checkpoint(self.paths.fold_dir, "checkpoint_final", model, self._public_state(state))
+        in_sync = self._ranks_in_sync(net)
         summary = {"epochs": state["epoch"], "best_pseudo_dice_ema": state["best_ema"],
                    "final_pseudo_dice": state["history"][-1]["pseudo_dice"] if state["history"] else None,
                    "elapsed_s": round(state["elapsed_s"], 1), "precision": self.precision,
+                   "processes": self.dist.world_size, "ranks_in_sync": in_sync,
                    "train_cases": self.train_ids, "val_cases": self.val_ids, "config": cfg.to_dict()}
-        write_json(self.paths.fold_dir / "training.json", summary)
+        if self.dist.is_main:
+            save_checkpoint(self.paths.fold_dir, "checkpoint_final", net, self._public_state(state))
+            write_json(self.paths.fold_dir / "training.json", summary)
         return summary
 
-    def _epoch(self, model, opt, loss_fn, train_loader, val_loader, state, train_sampler, val_sampler) -> None:
+    def _ranks_in_sync(self, net: torch.nn.Module) -> bool:
+        """Every rank holds bit-identical weights (checked by comparing checksums)."""
+        with torch.no_grad():
+            checksum = float(sum(p.double().sum() * (i + 1) for i, p in enumerate(net.parameters())))
+        sums = self.dist.gather_floats(checksum)
+        return all(v == sums[0] for v in sums)
+
+    def _epoch(self, model, net, opt, loss_fn, train_loader, val_loader, state) -> None:
         cfg = self.cfg
         epoch = state["epoch"]
         lr = poly_lr(cfg.lr, epoch, state["total_epochs"], cfg.poly_exponent)
@@ -175,7 +241,7 @@ class Trainer:
         model.train()
         losses = []
         bar = tqdm(range(cfg.iters_per_epoch), desc=f"epoch {epoch + 1}/{state['total_epochs']}",
-                   disable=not cfg.progress, leave=False)
+                   disable=not (cfg.progress and self.dist.is_main), leave=False)
         for _ in bar:
             x, y = train_loader.next()
             x, y = self._to_device(x), y.to(self.device)
@@ -184,20 +250,22 @@ class Trainer:
             loss = loss_fn(out, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
             opt.step()
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         train_time = time.perf_counter() - t0
         wait_fraction = train_loader.waited / max(train_time, 1e-9)
+        train_loss = float(self.dist.sum(np.array([np.mean(losses)]))[0] / self.dist.world_size)
         val_loss, dice = self._validate(model, loss_fn, val_loader)
         ema = dice if state["ema"] is None else EMA_DECAY * state["ema"] + (1 - EMA_DECAY) * dice
         state["ema"] = ema
-        epoch_time = time.perf_counter() - t0
+        # Every rank must agree on the schedule: take the slowest rank's clock.
+        epoch_time = self.dist.max(time.perf_counter() - t0)
         state["elapsed_s"] += epoch_time
         state["epoch"] = epoch + 1
         state["history"].append({
-            "epoch": epoch + 1, "train_loss": float(np.mean(losses)), "val_loss": val_loss, "pseudo_dice": dice,
+            "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "pseudo_dice": dice,
             "pseudo_dice_ema": ema, "lr": lr, "epoch_time_s": round(epoch_time, 3),
             "data_wait_fraction": round(wait_fraction, 4),
         })
@@ -206,19 +274,19 @@ class Trainer:
             affordable = state["epoch"] + int((cfg.max_time_s - state["elapsed_s"]) // mean_epoch)
             state["total_epochs"] = max(state["epoch"], min(cfg.epochs, affordable))
         self.log.info("epoch %d/%d  train loss %.4f  val loss %.4f  pseudo Dice %.4f (ema %.4f)  lr %.5f  "
-                      "%.1f s  waiting for data %.1f%%", epoch + 1, state["total_epochs"], np.mean(losses), val_loss,
+                      "%.1f s  waiting for data %.1f%%", epoch + 1, state["total_epochs"], train_loss, val_loss,
                       dice, ema, lr, epoch_time, 100 * wait_fraction)
-        extra = {"sampler_rng": [train_sampler.rng.bit_generator.state, val_sampler.rng.bit_generator.state]}
-        save_checkpoint(self.paths.fold_dir, "checkpoint_latest", model, self._public_state(state) | extra, opt)
-        if ema > state["best_ema"]:
-            state["best_ema"] = ema
-            save_checkpoint(self.paths.fold_dir, "checkpoint_best", model, self._public_state(state))
-        plot_progress(state["history"], self.paths.fold_dir / "progress.png")
+        if self.dist.is_main:
+            save_checkpoint(self.paths.fold_dir, "checkpoint_latest", net, self._public_state(state), opt)
+            if ema > state["best_ema"]:
+                save_checkpoint(self.paths.fold_dir, "checkpoint_best", net, self._public_state(state))
+            plot_progress(state["history"], self.paths.fold_dir / "progress.png")
+        state["best_ema"] = max(state["best_ema"], ema)
 
     @torch.inference_mode()
     def _validate(self, model, loss_fn, val_loader) -> tuple[float, float]:
-        """Validation loss and pseudo Dice: Dice from TP/FP/FN summed over validation patches,
-        averaged over foreground classes (a class never seen counts as not measured)."""
+        """Validation loss and pseudo Dice: Dice from TP/FP/FN summed over validation patches
+        (and over ranks), averaged over the foreground classes that occurred."""
         model.eval()
         counts = np.zeros((len(self.classes), 3), dtype=np.int64)
         losses = []
@@ -230,24 +298,25 @@ class Trainer:
             losses.append(float(loss_fn(out, y)))
             counts += confusion_counts(out.argmax(1), y, self.classes)
         model.train()
+        counts = self.dist.sum(counts)
+        val_loss = float(self.dist.sum(np.array([np.mean(losses)]))[0] / self.dist.world_size)
         tp, fp, fn = counts.T
         denom = 2 * tp + fp + fn
-        dice = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), np.nan)
-        return float(np.mean(losses)), float(np.nanmean(dice)) if np.any(denom > 0) else 0.0
+        if not np.any(denom > 0):
+            return val_loss, 0.0
+        return val_loss, float(np.mean(2 * tp[denom > 0] / denom[denom > 0]))
 
     def _public_state(self, state: dict[str, Any]) -> dict[str, Any]:
         return {"epoch": state["epoch"], "total_epochs": state["total_epochs"], "history": state["history"],
                 "best_ema": state["best_ema"], "ema": state["ema"], "elapsed_s": state["elapsed_s"],
                 "model": self.desc["model"], "training": self.cfg.to_dict()}
 
-    def _resume(self, model, opt, train_sampler, val_sampler) -> dict[str, Any]:
+    def _resume(self, model, opt) -> dict[str, Any]:
         path = self.paths.fold_dir / "checkpoint_latest.safetensors"
         tensors, state = read_checkpoint(path)
         model.load_state_dict(model_weights(tensors))
         load_optimizer_tensors(opt, tensors, state["optimizer"])
         torch.set_rng_state(tensors["rng/torch"])
-        for sampler, rng_state in zip((train_sampler, val_sampler), state.get("sampler_rng", [])):
-            sampler.rng.bit_generator.state = rng_state
         self.log.info("resumed from %s at epoch %d", path, state["epoch"])
         out = {k: state[k] for k in ("epoch", "total_epochs", "history", "best_ema", "ema", "elapsed_s")}
         # The epochs asked for now win over the old run's (a user may extend a run); a time
@@ -256,11 +325,16 @@ class Trainer:
         return out
 
 
-def _file_logger(path: Path) -> logging.Logger:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _file_logger(path: Path | None) -> logging.Logger:
+    """A logger writing to `path`; with None (ranks other than 0) it writes nowhere."""
     logger = logging.getLogger(f"medseg.train.{path}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    if path is None:
+        if not logger.handlers:
+            logger.addHandler(logging.NullHandler())
+        return logger
+    path.parent.mkdir(parents=True, exist_ok=True)
     if not logger.handlers:
         fh = logging.FileHandler(path)
         fh.setFormatter(logging.Formatter("%(asctime)s  %(message)s", "%Y-%m-%d %H:%M:%S"))
