@@ -67,7 +67,8 @@ class Predictor:
             if path is None:
                 raise MedsegError(f"no checkpoint ({', '.join(names)}) found", fd)
             tensors, _ = read_checkpoint(path)
-            net = build_model(desc, deep_supervision=False)
+            # Built as trained (heads included); eval mode returns the full-resolution logits.
+            net = build_model(desc)
             net.load_state_dict(model_weights(tensors))
             models.append(net.to(dev).eval())
         prec = resolve_precision(precision, dev)
