@@ -107,8 +107,14 @@ def _options(pairs: list[str] | None) -> dict:
 @command("predict")
 def _predict(a: argparse.Namespace) -> int:
     from medseg.inference.predictor import Predictor
+    step, mirror, precision = a.step, a.mirror, a.precision
+    if a.fast:
+        step, mirror, precision = 0.5, False, "auto"
+    if a.accurate:
+        step, mirror = 0.5, True
     pred = Predictor.from_model_dir(a.model_dir, folds=a.folds, checkpoint=a.checkpoint, device=a.device,
-                                    precision=a.precision, step=a.step, mirror=a.mirror, progress=True)
+                                    precision=precision, step=step, mirror=mirror, progress=True,
+                                    tile_batch=a.tile_batch)
     written = pred.predict_folder(a.input, a.output)
     print(f"wrote {len(written)} label map(s) to {a.output}")
     return 0
@@ -205,13 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resume", action="store_true", help="continue from checkpoint_latest")
 
     s = add("predict", "predict label maps for a folder of scans, in their own geometry")
-    s.add_argument("-i", "--input", required=True, help="folder of images (CASE_0000.nii.gz, ...)")
+    s.add_argument("-i", "--input", required=True,
+                   help="folder of images (CASE_0000.nii.gz, ...) or a text file listing image paths")
     s.add_argument("-o", "--output", required=True, help="output folder")
     s.add_argument("-m", "--model-dir", required=True, help="model folder (WORKDIR/models/<config>)")
     s.add_argument("--folds", nargs="+", help="folds to ensemble (default: all trained)")
     s.add_argument("--checkpoint", help="checkpoint name (default: final, else best, else latest)")
     s.add_argument("--step", type=float, default=0.5, help="tile step as a fraction of the patch (default 0.5)")
     s.add_argument("--mirror", action="store_true", help="test-time mirroring over all axes")
+    preset = s.add_mutually_exclusive_group()
+    preset.add_argument("--fast", action="store_true",
+                        help="what a CPU user wants: step 0.5, no mirroring, bf16 where the CPU runs it natively")
+    preset.add_argument("--accurate", action="store_true", help="step 0.5 with mirroring over all axes (8x slower in 3D)")
+    s.add_argument("--tile-batch", type=int, default=1, help="tiles per network call (default 1)")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     s.add_argument("--device", default="auto")
 

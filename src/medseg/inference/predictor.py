@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -89,13 +91,21 @@ class Predictor:
         data, props = preprocess_image(image, tuple(spacing), self.plan, self.desc["intensity"])
         x = torch.from_numpy(data)
         mirror_axes = tuple(range(self.plan.spatial_dims)) if self.mirror else ()
+        del data
         probs = None
         for net in self.models:
             scores = sliding_window(x, self._forward(net), self.plan.patch_size, self.num_classes, self.step,
                                     self.tile_batch, mirror_axes=mirror_axes)
-            p = torch.softmax(scores, dim=0)
-            probs = p if probs is None else probs.add_(p)
+            softmax_(scores)
+            # Fold probabilities add up in half precision: one compact buffer, whatever the
+            # number of folds (arg-max ties at 1e-3 are immaterial).
+            if probs is None:
+                probs = scores.to(torch.float16) if len(self.models) > 1 else scores
+            else:
+                probs.add_(scores.to(torch.float16))
+            del scores
         labels = labels_from_scores(probs, props["shape_after_crop"], self.plan.resampling.get("separate_z", False))
+        del probs
         return uncrop(labels.numpy(), [tuple(b) for b in props["bbox"]], tuple(props["shape"]))
 
     def predict(self, image: Image | str | Path | Sequence[str | Path]) -> Image:
@@ -104,24 +114,63 @@ class Predictor:
         if isinstance(image, Image):
             ref, array = image, image.array[None].astype(np.float32)
         else:
-            paths = [image] if isinstance(image, (str, Path)) else list(image)
-            case = read_case(CaseFiles("input", [Path(p) for p in paths]), with_label=False)
-            ref, array = case.reference, case.image
+            ref, array = _read([image] if isinstance(image, (str, Path)) else list(image))
         labels = self.predict_array(array, ref.spacing)
-        return Image(labels.astype(np.uint8 if self.num_classes < 256 else np.int16), ref.spacing, ref.origin,
-                     ref.direction)
+        return Image(labels.astype(self._label_dtype()), ref.spacing, ref.origin, ref.direction)
 
-    def predict_folder(self, input_dir: str | Path, output_dir: str | Path, file_ending: str | None = None) -> list[Path]:
-        """Predict every case in `input_dir` (nnU-Net naming: CASE_0000.nii.gz per channel, or
-        plain one-file-per-case images) into `output_dir/CASE<ending>`."""
-        cases = discover_inputs(input_dir, len(self.desc["channel_names"]), file_ending)
+    def predict_folder(self, inputs: str | Path | Sequence[str | Path], output_dir: str | Path,
+                       file_ending: str | None = None) -> list[Path]:
+        """Predict every case of `inputs` into `output_dir/CASE<ending>`.
+
+        `inputs` is a folder (nnU-Net naming: CASE_0000.nii.gz per channel, or one file per
+        case for single-channel models), a text file listing image paths one per line, or a
+        list of paths. Under `torchrun`, rank r of N takes cases r, r+N, ... (no process group
+        is needed). The next case is read, and the last one written, while the network runs.
+        """
+        cases = discover_inputs(inputs, len(self.desc["channel_names"]), file_ending)
+        rank, world = torchrun_rank()
+        cases = cases[rank::world]
         out_dir = Path(output_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        written = []
-        for case_id, paths in tqdm(cases, desc="predict", disable=not self.progress, unit="case"):
-            ending = _ending(paths[0])
-            written.append(write_image(self.predict(paths), out_dir / f"{case_id}{ending}"))
+        written: list[Path] = []
+        with ThreadPoolExecutor(1) as reader, ThreadPoolExecutor(1) as writer:
+            pending_write = None
+            nxt = reader.submit(_read, cases[0][1]) if cases else None
+            bar = tqdm(cases, desc="predict", disable=not self.progress, unit="case")
+            for i, (case_id, paths) in enumerate(bar):
+                t0 = time.perf_counter()
+                ref, array = nxt.result()
+                nxt = reader.submit(_read, cases[i + 1][1]) if i + 1 < len(cases) else None
+                labels = self.predict_array(array, ref.spacing)
+                out = Image(labels.astype(self._label_dtype()), ref.spacing, ref.origin, ref.direction)
+                if pending_write is not None:
+                    written.append(pending_write.result())
+                pending_write = writer.submit(write_image, out, out_dir / f"{case_id}{_ending(paths[0])}")
+                bar.set_postfix(case=case_id, seconds=f"{time.perf_counter() - t0:.1f}")
+            if pending_write is not None:
+                written.append(pending_write.result())
         return written
+
+    def _label_dtype(self):
+        return np.uint8 if self.num_classes < 256 else np.int16
+
+
+def softmax_(scores: torch.Tensor) -> torch.Tensor:
+    """Softmax over the class axis (0), in place: no second class-by-voxel array."""
+    scores.sub_(scores.amax(dim=0, keepdim=True)).exp_()
+    scores.div_(scores.sum(dim=0, keepdim=True))
+    return scores
+
+
+def torchrun_rank() -> tuple[int, int]:
+    """(rank, world size) as torchrun announces them; (0, 1) for a plain process."""
+    import os
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _read(paths: Sequence[str | Path]) -> tuple[Image, np.ndarray]:
+    case = read_case(CaseFiles("input", [Path(p) for p in paths]), with_label=False)
+    return case.reference, case.image
 
 
 def _ending(path: Path) -> str:
@@ -129,13 +178,27 @@ def _ending(path: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix
 
 
-def discover_inputs(folder: str | Path, num_channels: int, file_ending: str | None = None) -> list[tuple[str, list[Path]]]:
+def discover_inputs(inputs: str | Path | Sequence[str | Path], num_channels: int,
+                    file_ending: str | None = None) -> list[tuple[str, list[Path]]]:
     """Group image files into cases: `CASE_0000`, `CASE_0001`, ... are one case's channels;
-    a single-channel model also takes files without the channel suffix."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise MedsegError("input folder not found", folder)
-    files = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and has_image_suffix(p)
+    a single-channel model also takes files without the channel suffix. `inputs` is a
+    folder, a text file with one image path per line, or a list of paths."""
+    if isinstance(inputs, (str, Path)):
+        folder = Path(inputs)
+        if folder.is_file() and not has_image_suffix(folder):
+            lines = [ln.strip() for ln in folder.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+            candidates = [(folder.parent / ln) if not Path(ln).is_absolute() else Path(ln) for ln in lines]
+        elif folder.is_dir():
+            candidates = list(folder.iterdir())
+        else:
+            raise MedsegError("input folder or list file not found", folder)
+    else:
+        folder = Path(".")
+        candidates = [Path(p) for p in inputs]
+    for p in candidates:
+        if not p.exists():
+            raise MedsegError("listed input file not found", p)
+    files = sorted(p for p in candidates if not p.name.startswith(".") and has_image_suffix(p)
                    and (file_ending is None or p.name.endswith(file_ending)))
     groups: dict[str, dict[int, Path]] = {}
     for p in files:

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+import torch
+
+from medseg.errors import MedsegError
+from medseg.inference import Predictor
+from medseg.inference.predictor import discover_inputs, softmax_
+from medseg.io import read_image
+
+
+def test_in_place_softmax_matches_torch():
+    x = torch.randn(4, 5, 6, 7) * 10
+    expected = torch.softmax(x, dim=0)
+    torch.testing.assert_close(softmax_(x.clone()), expected)
+
+
+def test_predictions_keep_each_input_geometry(tiny_model_dir, scans, tmp_path):
+    out = tmp_path / "out"
+    written = Predictor.from_model_dir(tiny_model_dir, folds=[0, 1]).predict_folder(scans, out)
+    assert len(written) == 3
+    for i in range(3):
+        image = read_image(scans / f"case{i}_0000.nii.gz")
+        pred = read_image(out / f"case{i}.nii.gz")
+        assert pred.shape == image.shape
+        np.testing.assert_allclose(pred.spacing, image.spacing)
+        np.testing.assert_allclose(pred.origin, image.origin)
+        np.testing.assert_allclose(pred.direction, image.direction)
+        assert set(np.unique(pred.array)) <= {0, 1, 2}
+
+
+def test_list_file_and_folder_give_the_same_labels(tiny_model_dir, scans, tmp_path):
+    lst = tmp_path / "cases.txt"
+    lst.write_text("# scans to predict\n" + "\n".join(str(p) for p in sorted(scans.iterdir())) + "\n")
+    pred = Predictor.from_model_dir(tiny_model_dir, folds=[0])
+    pred.predict_folder(scans, tmp_path / "a")
+    pred.predict_folder(lst, tmp_path / "b")
+    for f in sorted((tmp_path / "a").iterdir()):
+        np.testing.assert_array_equal(read_image(f).array, read_image(tmp_path / "b" / f.name).array)
+
+
+def test_torchrun_ranks_split_the_cases(tiny_model_dir, scans, tmp_path, monkeypatch):
+    pred = Predictor.from_model_dir(tiny_model_dir, folds=[0])
+    seen = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        seen.append({p.name for p in pred.predict_folder(scans, tmp_path / f"r{rank}")})
+    assert seen[0].isdisjoint(seen[1]) and len(seen[0] | seen[1]) == 3
+
+
+def test_missing_channel_and_missing_listed_file_are_user_errors(tiny_model_dir, scans, tmp_path):
+    (scans / "case1_0000.nii.gz").rename(scans / "case1_0001.nii.gz")
+    with pytest.raises(MedsegError, match="case1"):
+        discover_inputs(scans, 1)
+    lst = tmp_path / "l.txt"
+    lst.write_text("nowhere_0000.nii.gz\n")
+    with pytest.raises(MedsegError, match="nowhere"):
+        discover_inputs(lst, 1)
+
+
+def test_mirroring_with_a_fold_ensemble_keeps_the_shape(tiny_model_dir, scans):
+    image = scans / "case0_0000.nii.gz"
+    plain = Predictor.from_model_dir(tiny_model_dir, folds=[0]).predict(image)
+    mirrored = Predictor.from_model_dir(tiny_model_dir, folds=[0, 1], mirror=True).predict(image)
+    assert plain.shape == mirrored.shape
