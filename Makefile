@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install --quiet --upgrade pip
 	# A CPU build of torch first, so the `torch>=2.3` requirement below installs nothing more.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test,onnx,compare]'
 	touch $(STAMP)
 
 install: $(STAMP)

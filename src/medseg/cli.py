@@ -114,9 +114,17 @@ def _predict(a: argparse.Namespace) -> int:
         step, mirror = 0.5, True
     pred = Predictor.from_model_dir(a.model_dir, folds=a.folds, checkpoint=a.checkpoint, device=a.device,
                                     precision=precision, step=step, mirror=mirror, progress=True,
-                                    tile_batch=a.tile_batch)
+                                    tile_batch=a.tile_batch, backend=a.backend)
     written = pred.predict_folder(a.input, a.output)
     print(f"wrote {len(written)} label map(s) to {a.output}")
+    return 0
+
+
+@command("export")
+def _export(a: argparse.Namespace) -> int:
+    from medseg.inference.export import export_model
+    for path in export_model(a.model_dir, a.format, folds=a.folds):
+        print(f"wrote {path}")
     return 0
 
 
@@ -224,6 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what a CPU user wants: step 0.5, no mirroring, bf16 where the CPU runs it natively")
     preset.add_argument("--accurate", action="store_true", help="step 0.5 with mirroring over all axes (8x slower in 3D)")
     s.add_argument("--tile-batch", type=int, default=1, help="tiles per network call (default 1)")
+    s.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                   help="run the exported ONNX model with ONNX Runtime (after `medseg export`)")
+
+    s = add("export", "export trained folds to ONNX or TorchScript, beside their checkpoints")
+    s.add_argument("model_dir", help="model folder (WORKDIR/models/<config>)")
+    s.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    s.add_argument("--folds", nargs="+", help="folds to export (default: all trained)")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     s.add_argument("--device", default="auto")
 

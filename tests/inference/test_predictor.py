@@ -63,3 +63,32 @@ def test_mirroring_with_a_fold_ensemble_keeps_the_shape(tiny_model_dir, scans):
     plain = Predictor.from_model_dir(tiny_model_dir, folds=[0]).predict(image)
     mirrored = Predictor.from_model_dir(tiny_model_dir, folds=[0, 1], mirror=True).predict(image)
     assert plain.shape == mirrored.shape
+
+
+def test_onnx_export_predicts_the_same_labels(tiny_model_dir, scans, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from medseg.inference.export import export_model
+
+    files = export_model(tiny_model_dir, "onnx")
+    assert [f.name for f in files] == ["model.onnx", "model.onnx"]
+    image = scans / "case1_0000.nii.gz"
+    torch_labels = Predictor.from_model_dir(tiny_model_dir).predict(image).array
+    onnx_labels = Predictor.from_model_dir(tiny_model_dir, backend="onnxruntime").predict(image).array
+    assert (torch_labels == onnx_labels).mean() >= 0.999
+
+
+def test_torchscript_export_matches_the_network(tiny_model_dir):
+    from medseg.inference.export import export_model
+
+    (path, _) = export_model(tiny_model_dir, "torchscript")
+    scripted = torch.jit.load(str(path))
+    net = Predictor.from_model_dir(tiny_model_dir, folds=[0]).models[0]
+    x = torch.randn(2, 1, 8, 32, 32)
+    torch.testing.assert_close(scripted(x), net(x))
+
+
+def test_onnx_backend_without_export_is_explained(tiny_model_dir, scans):
+    pytest.importorskip("onnxruntime")
+    pred = Predictor.from_model_dir(tiny_model_dir, backend="onnxruntime")
+    with pytest.raises(MedsegError, match="medseg export"):
+        pred.predict(scans / "case0_0000.nii.gz")

@@ -36,8 +36,13 @@ class Predictor:
 
     def __init__(self, description: dict[str, Any], models: list[torch.nn.Module], device: torch.device,
                  precision: str = "fp32", step: float = 0.5, mirror: bool = False, tile_batch: int = 1,
-                 progress: bool = False):
+                 progress: bool = False, fold_dirs: list[Path] | None = None, backend: str = "torch"):
         self.desc = description
+        self.fold_dirs = fold_dirs or []
+        if backend not in ("torch", "onnxruntime"):
+            raise MedsegError(f"unknown backend {backend!r}; use torch or onnxruntime")
+        self.backend = backend
+        self._onnx: list = []
         self.plan = ConfigurationPlan(**description["configuration"])
         self.models = models
         self.device = device
@@ -74,7 +79,16 @@ class Predictor:
             net.load_state_dict(model_weights(tensors))
             models.append(net.to(dev).eval())
         prec = resolve_precision(precision, dev)
-        return cls(desc, models, dev, precision=prec, **kwargs)
+        return cls(desc, models, dev, precision=prec, fold_dirs=fold_dirs, **kwargs)
+
+    def _forwards(self) -> list:
+        """One `predict(x) -> logits` per fold, from the chosen backend."""
+        if self.backend == "torch":
+            return [self._forward(net) for net in self.models]
+        if not self._onnx:
+            from medseg.inference.export import FORMATS, onnx_forward
+            self._onnx = [onnx_forward(d / FORMATS["onnx"]) for d in self.fold_dirs]
+        return self._onnx
 
     def _forward(self, net: torch.nn.Module):
         def run(x: torch.Tensor) -> torch.Tensor:
@@ -93,8 +107,8 @@ class Predictor:
         mirror_axes = tuple(range(self.plan.spatial_dims)) if self.mirror else ()
         del data
         probs = None
-        for net in self.models:
-            scores = sliding_window(x, self._forward(net), self.plan.patch_size, self.num_classes, self.step,
+        for forward in self._forwards():
+            scores = sliding_window(x, forward, self.plan.patch_size, self.num_classes, self.step,
                                     self.tile_batch, mirror_axes=mirror_axes)
             softmax_(scores)
             # Fold probabilities add up in half precision: one compact buffer, whatever the
