@@ -83,7 +83,7 @@ def _train(a: argparse.Namespace) -> int:
     cfg = TrainingConfig(epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, val_iters=a.val_iters, lr=a.lr,
                          augmentation=not a.no_augmentation, precision=a.precision, channels_last=a.channels_last,
                          max_time_s=parse_duration(a.max_time) if a.max_time else None, seed=a.seed,
-                         device=a.device, deterministic=a.deterministic)
+                         device=a.device, deterministic=a.deterministic, loss=a.loss)
     run_train(a.dataset, a.workdir, a.configuration, a.fold, cfg, model_name=a.model, resume=a.resume,
               verbose=True, model_options=_options(a.model_option))
     return 0
@@ -214,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto = bf16 where the hardware runs it natively, else fp32")
     s.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     s.add_argument("--no-augmentation", action="store_true")
+    s.add_argument("--loss", choices=["dice_ce", "dice_ce_batch", "dice", "dice_batch", "vnet_dice", "ce"],
+                   help="loss (default: the plan's, or the model's own, e.g. V-Net's Dice)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--resume", action="store_true", help="continue from checkpoint_latest")

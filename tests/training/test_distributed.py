@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -39,8 +40,8 @@ def _train(ds, wd, nproc: int):
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(nproc),
                "-m", "medseg.cli", "train", str(ds), "-w", str(wd), *TRAIN_ARGS]
-    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fold = wd / "models" / "3d_fullres" / "fold_0"
     tensors, _ = read_checkpoint(fold / "checkpoint_final.safetensors")
@@ -69,3 +70,19 @@ def test_two_ranks_match_one_process(prepared, tmp_path):
         if p.is_floating_point() and p.ndim > 1 and not torch.allclose(p, w_one[name]):
             moved += 1
     assert moved > 0
+
+
+def test_deterministic_runs_give_identical_weights(prepared, tmp_path):
+    """--deterministic: the same seed on the same machine gives bit-identical weights."""
+    wd, ds = prepared
+    weights = []
+    for k in range(2):
+        wdk = tmp_path / f"run{k}"
+        shutil.copytree(wd, wdk, ignore=shutil.ignore_patterns("models"))
+        cmd = [sys.executable, "-m", "medseg.cli", "train", str(ds), "-w", str(wdk), *TRAIN_ARGS, "--deterministic"]
+        proc = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        tensors, _ = read_checkpoint(wdk / "models" / "3d_fullres" / "fold_0" / "checkpoint_final.safetensors")
+        weights.append(model_weights(tensors))
+    for name, a in weights[0].items():
+        assert torch.equal(a, weights[1][name]), name

@@ -57,3 +57,10 @@ class DiceCELoss(nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         ce = F.cross_entropy(logits.float(), target.long())
         return self.dice_weight * self.dice(logits, target) + self.ce_weight * ce
+
+
+class CrossEntropyLoss(nn.Module):
+    """Plain cross-entropy on logits (N, K, *spatial) against integer labels."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits.float(), target.long())

@@ -136,6 +136,8 @@ class Trainer:
                                                else f"{config}__{model_name}")
         self.paths = FoldPaths(model_dir, model_dir / f"fold_{fold}")
         self.precision = resolve_precision(cfg.precision, self.device)
+        # fp16 needs loss scaling so small gradients do not flush to zero; bf16 and fp32 do not.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
         self.classes = sorted(v for v in plans.labels.values() if v > 0)
         self.log = _file_logger(self.paths.fold_dir / "training_log.txt" if self.dist.is_main else None)
 
@@ -249,9 +251,12 @@ class Trainer:
                 out = model(x)
             loss = loss_fn(out, y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
+            # Clip the true gradients: unscale first (a no-op without fp16).
+            self.scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-            opt.step()
+            self.scaler.step(opt)
+            self.scaler.update()
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.3f}")
         train_time = time.perf_counter() - t0
