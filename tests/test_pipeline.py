@@ -79,3 +79,23 @@ def test_predict_array_rejects_wrong_channel_count(trained):
     pred = Predictor.from_model_dir(wd / "models" / "3d_fullres")
     with pytest.raises(MedsegError, match="channels"):
         pred.predict_array(np.zeros((2, 8, 16, 16), np.float32), (2.5, 0.8, 0.8))
+
+
+def test_2d_configuration_on_volumes_trains_and_predicts(trained, tmp_path):
+    """nnU-Net's `2d` on a volume: slices in-plane, each case keeps its own slice spacing."""
+    wd, ds, _ = trained
+    import json
+    plans = json.loads((wd / "plans.json").read_text())
+    c2d = plans["configurations"]["2d"]
+    assert c2d["spatial_dims"] == 2 and len(c2d["patch_size"]) == 2
+    run_preprocess(ds, wd, "2d")
+    props_file = next(p for p in sorted((wd / "preprocessed" / "2d").glob("*.json")) if p.name != "plan.json")
+    props = json.loads(props_file.read_text())
+    seg = np.load(props_file.with_name(f"{props['case_id']}_seg.npy"))
+    assert seg.shape[0] == props["shape_after_crop"][0]  # no resampling across slices
+    cfg = TrainingConfig(epochs=1, iters_per_epoch=3, val_iters=1, progress=False)
+    run_train(ds, wd, "2d", 0, cfg)
+    (case_file,) = sorted((ds / "imagesTs").iterdir())
+    pred = Predictor.from_model_dir(wd / "models" / "2d").predict(case_file)
+    image = read_image(case_file)
+    assert pred.shape == image.shape and pred.origin == image.origin

@@ -17,7 +17,7 @@ from medseg.io.dataset import CHANNEL_RE, CaseFiles, read_case
 from medseg.io.image import Image, has_image_suffix, write_image
 from medseg.planning.plans import ConfigurationPlan
 from medseg.preprocessing.crop import uncrop
-from medseg.preprocessing.preprocess import preprocess_image
+from medseg.preprocessing.preprocess import preprocess_image, separate_z_for
 from medseg.preprocessing.resample import labels_from_scores
 from medseg.training.checkpoint import model_weights, read_checkpoint
 from medseg.training.device import autocast, resolve_device, resolve_precision
@@ -81,6 +81,17 @@ class Predictor:
         prec = resolve_precision(precision, dev)
         return cls(desc, models, dev, precision=prec, fold_dirs=fold_dirs, **kwargs)
 
+    def _scores(self, x: torch.Tensor, forward, mirror_axes: tuple[int, ...]) -> torch.Tensor:
+        """Weighted logits (K, *spatial); a 2D network on a volume goes slice by slice."""
+        if x.ndim - 1 == self.plan.spatial_dims:
+            return sliding_window(x, forward, self.plan.patch_size, self.num_classes, self.step,
+                                  self.tile_batch, mirror_axes=mirror_axes)
+        out = torch.empty((self.num_classes, *x.shape[1:]), dtype=torch.float32)
+        for z in range(x.shape[1]):
+            out[:, z] = sliding_window(x[:, z], forward, self.plan.patch_size, self.num_classes, self.step,
+                                       self.tile_batch, mirror_axes=mirror_axes)
+        return out
+
     def _forwards(self) -> list:
         """One `predict(x) -> logits` per fold, from the chosen backend."""
         if self.backend == "torch":
@@ -108,8 +119,7 @@ class Predictor:
         del data
         probs = None
         for forward in self._forwards():
-            scores = sliding_window(x, forward, self.plan.patch_size, self.num_classes, self.step,
-                                    self.tile_batch, mirror_axes=mirror_axes)
+            scores = self._scores(x, forward, mirror_axes)
             softmax_(scores)
             # Fold probabilities add up in half precision: one compact buffer, whatever the
             # number of folds (arg-max ties at 1e-3 are immaterial).
@@ -118,7 +128,7 @@ class Predictor:
             else:
                 probs.add_(scores.to(torch.float16))
             del scores
-        labels = labels_from_scores(probs, props["shape_after_crop"], self.plan.resampling.get("separate_z", False))
+        labels = labels_from_scores(probs, props["shape_after_crop"], separate_z_for(tuple(spacing), self.plan))
         del probs
         return uncrop(labels.numpy(), [tuple(b) for b in props["bbox"]], tuple(props["shape"]))
 

@@ -101,7 +101,8 @@ def rule_initial_patch(spacing: Sequence[float], median_shape: Sequence[float]) 
 def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, in_channels: int,
                        num_classes: int, budget_gb: float, normalization: list[str], num_cases: int,
                        base_features: int = 32, max_patch_voxels: int | None = None,
-                       model: str = "dynunet", target_spacing: Sequence[float] | None = None) -> ConfigurationPlan:
+                       model: str = "dynunet", target_spacing: Sequence[float] | None = None,
+                       dataset_voxels: float | None = None) -> ConfigurationPlan:
     """Plan one configuration: spacing, then the largest patch that fits the budget at
     batch 2 (patch preferred over batch), then spend what is left on the batch.
     `target_spacing` overrides the spacing rule (the low-resolution configuration uses it)."""
@@ -145,7 +146,8 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
     fixed = estimate_training_bytes(topo.patch_size, 0, in_channels, num_classes, feats,
                                     topo.kernel_sizes, topo.strides)
     batch = max(MIN_BATCH, int((budget - fixed) // max(per_sample - fixed, 1)))
-    dataset_voxels = float(np.sum(np.prod(resampled, axis=1)))
+    if dataset_voxels is None:
+        dataset_voxels = float(np.sum(np.prod(resampled, axis=1)))
     batch_cap = max(MIN_BATCH, int(MAX_BATCH_FRACTION * dataset_voxels / prod(topo.patch_size)))
     if batch > batch_cap:
         notes.append(f"batch {batch} capped at {batch_cap}: a batch covers at most 5% of the dataset's voxels")
@@ -214,6 +216,11 @@ def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str 
         low = rule_lowres(full, spacings, shapes, **common)
         if low is not None:
             configs["3d_lowres"] = low.to_dict()
+        # 2D on volumes: slices along z, planned from the in-plane spacings and shapes only.
+        in_plane_scale = np.prod(spacings[:, 1:] / np.asarray(full.target_spacing[1:]), axis=1)
+        voxels = float(np.sum(np.prod(shapes, axis=1) * in_plane_scale))
+        configs["2d"] = plan_configuration("2d", spacings[:, 1:], shapes[:, 1:], dataset_voxels=voxels,
+                                           **common).to_dict()
     else:
         sp, sh = (spacings[:, -2:], shapes[:, -2:])
         configs["2d"] = plan_configuration("2d", sp, sh, **common).to_dict()

@@ -25,6 +25,23 @@ from medseg.utils.parallel import map_progress
 LOCATIONS_PER_CLASS = 5_000
 
 
+def slicewise(spacing: tuple[float, ...], plan: ConfigurationPlan) -> bool:
+    """A 2D configuration applied to a volume: slices along z, each handled in-plane."""
+    return plan.spatial_dims == 2 and len(spacing) == 3
+
+
+def target_spacing_for(spacing: tuple[float, ...], plan: ConfigurationPlan) -> list[float]:
+    """The grid a case is resampled to: the plan's spacing; for a 2D plan on a volume, the
+    plan's in-plane spacing with the case's own slice spacing (slices are never mixed)."""
+    if slicewise(spacing, plan):
+        return [float(spacing[0]), *plan.target_spacing[-2:]]
+    return list(plan.target_spacing[-len(spacing):])
+
+
+def separate_z_for(spacing: tuple[float, ...], plan: ConfigurationPlan) -> bool:
+    return bool(plan.resampling.get("separate_z", False)) or slicewise(spacing, plan)
+
+
 def preprocess_image(image: np.ndarray, spacing: tuple[float, ...], plan: ConfigurationPlan,
                      intensity: list[dict]) -> tuple[np.ndarray, dict[str, Any]]:
     """Crop, normalise and resample one image (C, *spatial). Returns the array and the
@@ -32,10 +49,9 @@ def preprocess_image(image: np.ndarray, spacing: tuple[float, ...], plan: Config
     bbox = nonzero_bbox(image)
     cropped = crop(image, bbox)
     data = normalize(cropped, plan.normalization, intensity)
-    target = plan.target_spacing[-len(spacing):]
+    target = target_spacing_for(spacing, plan)
     new_shape = new_shape_for_spacing(cropped.shape[1:], spacing, target)
-    data = resample_image(data, new_shape, plan.resampling.get("data", "linear"),
-                          plan.resampling.get("separate_z", False))
+    data = resample_image(data, new_shape, plan.resampling.get("data", "linear"), separate_z_for(spacing, plan))
     props = {
         "spacing": list(spacing),
         "shape": list(image.shape[1:]),
@@ -77,7 +93,7 @@ def _preprocess_one(files: CaseFiles, plan: ConfigurationPlan, intensity: list[d
                     out_dir: Path, seed: int) -> str:
     case: Case = read_case(files)
     data, props = preprocess_image(case.image, case.spacing, plan, intensity)
-    seg = preprocess_label(case.label, props, [0] + classes, plan.resampling.get("separate_z", False))
+    seg = preprocess_label(case.label, props, [0] + classes, separate_z_for(case.spacing, plan))
     save_array(out_dir / f"{files.case_id}.npy", data)
     save_array(out_dir / f"{files.case_id}_seg.npy", seg)
     save_array(out_dir / f"{files.case_id}_fg.npy", class_locations(seg, classes, LOCATIONS_PER_CLASS, seed))

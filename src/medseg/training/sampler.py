@@ -66,11 +66,16 @@ class PatchSampler:
         self.oversample = oversample
         self.seed = seed
 
+    def _size(self, case: PreprocessedCase) -> list[int]:
+        """Patch size in the case's axes: a 2D patch is one slice thick in a volume."""
+        extra = len(case.shape) - len(self.patch_size)
+        return [1] * extra + self.patch_size
+
     def sample_rng(self, step: int, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, step, index])
 
     def _start(self, rng: np.random.Generator, case: PreprocessedCase, force_fg: bool) -> list[int]:
-        shape, size = case.shape, self.patch_size
+        shape, size = case.shape, self._size(case)
         if force_fg and case.classes:
             cls = rng.choice(case.classes)
             rows = case.fg[case.fg[:, 0] == cls]
@@ -89,7 +94,10 @@ class PatchSampler:
             rng = self.sample_rng(step, i)
             case = self.cases[rng.integers(len(self.cases))]
             # The last n_fg samples of the global batch are forced onto foreground.
-            img, seg = read_patch(case, self._start(rng, case, i >= self.batch_size - n_fg), self.patch_size)
+            size = self._size(case)
+            img, seg = read_patch(case, self._start(rng, case, i >= self.batch_size - n_fg), size)
+            if len(size) > len(self.patch_size):  # a 2D patch from a volume: drop the slice axis
+                img, seg = img[:, 0], seg[0]
             images.append(img)
             segs.append(seg)
         return np.stack(images), np.stack(segs)
