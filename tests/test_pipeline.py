@@ -99,3 +99,16 @@ def test_2d_configuration_on_volumes_trains_and_predicts(trained, tmp_path):
     pred = Predictor.from_model_dir(wd / "models" / "2d").predict(case_file)
     image = read_image(case_file)
     assert pred.shape == image.shape and pred.origin == image.origin
+
+
+def test_postprocessing_decided_from_validation_cases(trained):
+    import json
+    from medseg.cli import main
+    wd, ds, _ = trained
+    cfg = TrainingConfig(epochs=1, iters_per_epoch=2, val_iters=1, progress=False)
+    run_train(ds, wd, "3d_fullres", 0, cfg)
+    assert main(["postprocess", str(wd / "models" / "3d_fullres"), str(ds), "--folds", "0"]) == 0
+    rules = json.loads((wd / "models" / "3d_fullres" / "postprocessing.json").read_text())
+    assert set(rules) >= {"foreground", "classes", "evidence"} and rules["folds"] == ["fold_0"]
+    assert rules["evidence"]["cases"] >= 1
+    assert Predictor.from_model_dir(wd / "models" / "3d_fullres", folds=[0]).postprocessing == rules

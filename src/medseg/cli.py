@@ -120,6 +120,16 @@ def _predict(a: argparse.Namespace) -> int:
     return 0
 
 
+@command("postprocess")
+def _postprocess(a: argparse.Namespace) -> int:
+    from medseg.inference.postprocess import decide_postprocessing
+    rules = decide_postprocessing(a.model_dir, a.dataset, folds=a.folds, progress=True)
+    ev = rules["evidence"]
+    print(f"on {ev['cases']} validation case(s): keep largest foreground component: {rules['foreground']}; "
+          f"per class: {rules['classes'] or 'none'} -> {Path(a.model_dir) / 'postprocessing.json'}")
+    return 0
+
+
 @command("export")
 def _export(a: argparse.Namespace) -> int:
     from medseg.inference.export import export_model
@@ -236,6 +246,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tile-batch", type=int, default=1, help="tiles per network call (default 1)")
     s.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                    help="run the exported ONNX model with ONNX Runtime (after `medseg export`)")
+
+    s = add("postprocess", "decide from cross-validation whether keeping the largest component helps")
+    s.add_argument("model_dir", help="model folder (WORKDIR/models/<config>) with trained folds")
+    s.add_argument("dataset", help="the raw dataset the folds were trained on")
+    s.add_argument("--folds", nargs="+", type=int, help="folds to use (default: all trained)")
 
     s = add("export", "export trained folds to ONNX or TorchScript, beside their checkpoints")
     s.add_argument("model_dir", help="model folder (WORKDIR/models/<config>)")

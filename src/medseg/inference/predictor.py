@@ -36,8 +36,10 @@ class Predictor:
 
     def __init__(self, description: dict[str, Any], models: list[torch.nn.Module], device: torch.device,
                  precision: str = "fp32", step: float = 0.5, mirror: bool = False, tile_batch: int = 1,
-                 progress: bool = False, fold_dirs: list[Path] | None = None, backend: str = "torch"):
+                 progress: bool = False, fold_dirs: list[Path] | None = None, backend: str = "torch",
+                 postprocessing: dict[str, Any] | None = None):
         self.desc = description
+        self.postprocessing = postprocessing
         self.fold_dirs = fold_dirs or []
         if backend not in ("torch", "onnxruntime"):
             raise MedsegError(f"unknown backend {backend!r}; use torch or onnxruntime")
@@ -56,9 +58,14 @@ class Predictor:
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, folds: Sequence[int | str] | None = None,
                        checkpoint: str | None = None, device: str = "auto", precision: str = "auto",
-                       **kwargs: Any) -> "Predictor":
-        """Load `model_dir/model.json` and the chosen folds' checkpoints (default: every fold found)."""
+                       postprocess: bool = True, **kwargs: Any) -> "Predictor":
+        """Load `model_dir/model.json` and the chosen folds' checkpoints (default: every fold
+        found). With `postprocess`, the rules of `postprocessing.json` (if decided) apply."""
+        from medseg.inference.postprocess import load_rules
+
         model_dir = Path(model_dir)
+        if postprocess:
+            kwargs.setdefault("postprocessing", load_rules(model_dir))
         desc = read_json(model_dir / "model.json")
         if folds is None:
             fold_dirs = sorted(p for p in model_dir.glob("fold_*") if p.is_dir())
@@ -130,7 +137,11 @@ class Predictor:
             del scores
         labels = labels_from_scores(probs, props["shape_after_crop"], separate_z_for(tuple(spacing), self.plan))
         del probs
-        return uncrop(labels.numpy(), [tuple(b) for b in props["bbox"]], tuple(props["shape"]))
+        labels = uncrop(labels.numpy(), [tuple(b) for b in props["bbox"]], tuple(props["shape"]))
+        if self.postprocessing:
+            from medseg.inference.postprocess import apply_postprocessing
+            labels = apply_postprocessing(labels, self.postprocessing)
+        return labels
 
     def predict(self, image: Image | str | Path | Sequence[str | Path]) -> Image:
         """Predict one scan: an `Image` (single channel), a path, or one path per channel.
