@@ -1,7 +1,8 @@
-"""medseg.evaluation: segmentation metrics and the evaluation of prediction folders."""
+"""medseg.evaluation: segmentation metrics, the evaluation of prediction folders, the HTML report."""
 
 from medseg.evaluation.evaluate import evaluate_folders, format_table
 from medseg.evaluation.metrics import METRICS, case_metrics, class_metrics, confusion, dice, iou
+from medseg.evaluation.report import write_report
 from medseg.evaluation.surface import (
     SurfaceDistances,
     assd,
@@ -28,4 +29,5 @@ __all__ = [
     "nsd",
     "percentile_distance",
     "surface_distances",
+    "write_report",
 ]
