@@ -255,6 +255,8 @@ def test_charts_and_ticks():
     svg = line_chart([Series("a", [1, 2, 3], [0.5, float("nan"), None], "#000")], title="t")
     assert svg.startswith("<svg") and "<circle" in svg  # one finite point left
     assert "no data" in line_chart([Series("a", [], [], "#000")], title="t")
+    one_epoch = line_chart([Series("a", [1], [0.3], "#000")], title="t")
+    assert re.findall(r'class="tick">([^<]*)</text>', one_epoch)[-1] == "1"  # no fractional epochs
 
 
 # ----------------------------------------------------------------------------- in a browser

@@ -285,7 +285,7 @@ def _training(inputs: ReportInputs) -> str:
         if model.get("model"):
             facts.append(f"model <code>{escape(str(model['model']))}</code>")
         if summary:
-            facts.append(f"{summary.get('epochs', '?')} epochs in {_duration(summary.get('elapsed_s'))}")
+            facts.append(f"{_plural(summary.get('epochs', '?'), 'epoch')} in {_duration(summary.get('elapsed_s'))}")
             facts.append(f"best pseudo Dice (moving average) {fmt(summary.get('best_pseudo_dice_ema'), 'dice')}")
             if summary.get("precision"):
                 facts.append(f"precision {escape(str(summary['precision']))}")

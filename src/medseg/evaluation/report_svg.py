@@ -59,8 +59,10 @@ def _fmt_tick(v: float) -> str:
 
 
 def line_chart(series: Sequence[Series], *, title: str, x_label: str = "epoch", y_label: str = "",
-               y_range: tuple[float, float] | None = None, width: int = 276, height: int = 220) -> str:
-    """An SVG chart of `series`. `y_range` fixes the y axis (default: the data's range, padded)."""
+               y_range: tuple[float, float] | None = None, width: int = 276, height: int = 220,
+               integer_x: bool = True) -> str:
+    """An SVG chart of `series`. `y_range` fixes the y axis (default: the data's range, padded);
+    `integer_x` keeps only whole-number ticks on the x axis (epochs)."""
     pts = [p for s in series for p in s.points]
     left, right, top, bottom = 52, 12, 26, 40
     legend_h = 16 * ((len(series) + 1) // 2)
@@ -96,7 +98,8 @@ def line_chart(series: Sequence[Series], *, title: str, x_label: str = "epoch", 
             y = sy(t)
             out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" class="grid"/>'
                        f'<text x="{left - 5}" y="{y + 3.5:.1f}" text-anchor="end" class="tick">{_fmt_tick(t)}</text>')
-    xticks = [t for t in nice_ticks(x0, x1, 5) if x0 - 1e-9 <= t <= x1 + 1e-9]
+    xticks = [t for t in nice_ticks(x0, x1, 5) if x0 - 1e-9 <= t <= x1 + 1e-9
+              and (not integer_x or float(t).is_integer())]
     for t in xticks:
         x = sx(t)
         out.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{top + plot_h}" class="grid"/>'
