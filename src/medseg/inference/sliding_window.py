@@ -1,8 +1,9 @@
 """Sliding-window prediction with Gaussian importance weighting.
 
 Tiles overlap by `1 - step` of the patch; each tile's logits are weighted by a Gaussian
-(sigma = 1/8 of the patch per axis) centred on the tile, so borders, where a network sees
-least context, count least. Images smaller than a patch are padded and un-padded.
+(sigma = 1/8 of the patch per axis) centred on the tile (at index n // 2 per axis, as nnU-Net
+does), so borders, where a network sees least context, count least. Images smaller than a
+patch are padded and un-padded.
 """
 
 from __future__ import annotations
@@ -19,17 +20,20 @@ import torch.nn.functional as F
 
 @lru_cache(maxsize=8)
 def _gaussian(patch_size: tuple[int, ...], sigma_scale: float) -> torch.Tensor:
-    grids = []
+    # nnU-Net's importance map, value for value: a delta at index n // 2 per axis smoothed by
+    # scipy's gaussian_filter (sigma = sigma_scale * n, truncated at 4 sigma), so an imported
+    # nnU-Net model weights its tiles exactly as nnU-Net does. Separable: an outer product of
+    # truncated 1-D kernels.
+    w = np.ones((), dtype=np.float64)
     for n in patch_size:
-        centre = (n - 1) / 2
         sigma = max(n * sigma_scale, 1e-3)
-        grids.append(np.exp(-0.5 * ((np.arange(n) - centre) / sigma) ** 2))
-    w = grids[0]
-    for g in grids[1:]:
+        d = np.arange(n) - n // 2
+        g = np.exp(-0.5 * (d / sigma) ** 2)
+        g[np.abs(d) > int(4 * sigma + 0.5)] = 0.0
         w = np.multiply.outer(w, g)
     w = w / w.max()
     # No zero weights: a voxel covered only by tile edges must still get a prediction.
-    w = np.maximum(w, w[w > 0].min())
+    w[w == 0] = w[w > 0].min()
     return torch.from_numpy(w.astype(np.float32))
 
 

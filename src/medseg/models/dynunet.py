@@ -25,6 +25,14 @@ def default_features(n_stages: int, spatial_dims: int, base: int = 32) -> list[i
     return [min(base * 2**i, cap) for i in range(n_stages)]
 
 
+def per_stage(value: int | Sequence[int], n: int, name: str) -> list[int]:
+    """An int for every stage, or one count per stage (checked)."""
+    counts = [int(value)] * n if isinstance(value, int) else [int(v) for v in value]
+    if len(counts) != n or min(counts, default=1) < 1:
+        raise ValueError(f"{name} needs one positive count per stage ({n}), got {value}")
+    return counts
+
+
 class DynUNet(nn.Module):
     def __init__(
         self,
@@ -35,8 +43,8 @@ class DynUNet(nn.Module):
         strides: Sequence[Sequence[int] | int] | None = None,
         features: Sequence[int] | None = None,
         n_stages: int = 5,
-        conv_per_stage: int = 2,
-        decoder_convs: int | None = None,
+        conv_per_stage: int | Sequence[int] = 2,
+        decoder_convs: int | Sequence[int] | None = None,
         deep_supervision: bool = False,
         residual: bool = False,
         blocks_per_stage: Sequence[int] | None = None,
@@ -75,20 +83,23 @@ class DynUNet(nn.Module):
         else:
             self.stem = nn.Identity()
             ch = in_channels
+            encoder_convs = per_stage(conv_per_stage, n_stages, "conv_per_stage")
             for s in range(n_stages):
-                self.encoder.append(StackedConvs(spatial_dims, ch, features[s], conv_per_stage,
+                self.encoder.append(StackedConvs(spatial_dims, ch, features[s], encoder_convs[s],
                                                  self.kernel_sizes[s], self.strides[s], **conv_kw))
                 ch = features[s]
-            decoder_convs = decoder_convs or conv_per_stage
+            decoder_convs = decoder_convs or (conv_per_stage if isinstance(conv_per_stage, int) else 2)
+        # One count per decoder stage, lowest resolution first (the order the decoder runs in).
+        decoder_counts = per_stage(decoder_convs, n_stages - 1, "decoder_convs")
 
         # The decoder reads its layout from the encoder's: nothing is said twice.
         self.up = nn.ModuleList()
         self.decoder = nn.ModuleList()
         self.heads = nn.ModuleList()
-        for s in range(n_stages - 1, 0, -1):
+        for i, s in enumerate(range(n_stages - 1, 0, -1)):
             self.up.append(layers.conv_transpose(spatial_dims)(
                 features[s], features[s - 1], self.strides[s], stride=self.strides[s]))
-            self.decoder.append(StackedConvs(spatial_dims, 2 * features[s - 1], features[s - 1], decoder_convs,
+            self.decoder.append(StackedConvs(spatial_dims, 2 * features[s - 1], features[s - 1], decoder_counts[i],
                                              self.kernel_sizes[s - 1], 1, **conv_kw))
             # The lowest decoder resolution gets no head: it would never be supervised, and
             # parameters without gradients break DistributedDataParallel.
