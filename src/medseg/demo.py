@@ -74,7 +74,9 @@ def run_demo(workdir: str | Path = "medseg_demo", minutes: float = 5.0, cases: i
     summary = evaluate_folders(pred_dir, dataset / "labelsTs", dataset_json=dataset / "dataset.json",
                                out_dir=wd / "evaluation")
     print(format_table(summary))
+    from medseg.evaluation import write_report
+    report = write_report(wd)
     elapsed = time.perf_counter() - t0
     print(f"\ndemo finished in {elapsed / 60:.1f} min. Outputs in {wd}/: plans.json, models/3d_fullres/fold_0/ "
-          f"(checkpoints, progress.png), predictions/, evaluation/summary.json")
+          f"(checkpoints, progress.png), predictions/, evaluation/summary.json\nreport: {report}")
     return summary

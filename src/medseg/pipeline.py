@@ -60,6 +60,7 @@ def run_preprocess(dataset: str | Path, workdir: str | Path | None = None, confi
                    workers: int = 1, verbose: bool = False) -> Path:
     wd = resolve_workdir(dataset, workdir)
     out = preprocess_dataset(dataset, wd, load_plans(wd), config, workers=workers, progress=verbose)
+    adopt_dataset_splits(dataset, wd)
     if verbose:
         print(f"preprocessed {config} -> {out}")
     return out
@@ -75,6 +76,15 @@ def run_train(dataset: str | Path, workdir: str | Path | None, config: str, fold
         print(f"trained {config} {trainer.paths.fold_dir.name}: {summary['epochs']} epochs, "
               f"best pseudo Dice (moving average) {summary['best_pseudo_dice_ema']:.3f} -> {trainer.paths.fold_dir}")
     return summary
+
+
+def adopt_dataset_splits(dataset: str | Path, workdir: Path) -> None:
+    """A dataset may ship its own `splits.json` (e.g. slabs chosen so validation cannot leak);
+    the working directory then uses it instead of random folds, unless it already has one."""
+    import shutil
+    src = Path(dataset) / "splits.json"
+    if src.exists() and not (workdir / "splits.json").exists():
+        shutil.copyfile(src, workdir / "splits.json")
 
 
 def format_plans(plans: Plans) -> str:

@@ -111,3 +111,13 @@ def test_2d_dataset_gets_2d_configuration():
     assert plans.names() == ["2d"]
     c = plans.configuration("2d")
     assert c.spatial_dims == 2 and len(c.patch_size) == 2
+
+
+def test_mirror_axes_from_dataset_json_reach_every_configuration():
+    fp = fingerprint([[1.0, 1.0, 1.0]] * 3, [[40, 40, 40]] * 3)
+    fp["mirror_axes"] = [0, 1]
+    plans = make_plans(fp, budget_gb=1.0)
+    assert plans.configuration("3d_fullres").mirror_axes == [0, 1]
+    assert plans.configuration("2d").mirror_axes == [0]  # the volume's y is the slice's first axis
+    fp["mirror_axes"] = None
+    assert make_plans(fp, budget_gb=1.0).configuration("3d_fullres").mirror_axes is None

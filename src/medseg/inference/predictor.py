@@ -22,6 +22,7 @@ from medseg.preprocessing.resample import labels_from_scores
 from medseg.training.checkpoint import model_weights, read_checkpoint
 from medseg.training.device import autocast, resolve_device, resolve_precision
 from medseg.training.trainer import build_model
+from medseg.training.trainer import mirror_axes as allowed_mirror_axes
 from medseg.utils.files import read_json
 
 CHECKPOINT_ORDER = ("checkpoint_final", "checkpoint_best", "checkpoint_latest")
@@ -122,7 +123,7 @@ class Predictor:
                               f"{len(self.desc['channel_names'])} ({', '.join(self.desc['channel_names'])})")
         data, props = preprocess_image(image, tuple(spacing), self.plan, self.desc["intensity"])
         x = torch.from_numpy(data)
-        mirror_axes = tuple(range(self.plan.spatial_dims)) if self.mirror else ()
+        mirror_axes = tuple(allowed_mirror_axes(self.plan)) if self.mirror else ()
         del data
         probs = None
         for forward in self._forwards():

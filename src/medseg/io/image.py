@@ -26,7 +26,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from medseg.errors import MedsegError
-from medseg.utils.files import atomic_path
+from medseg.utils.files import _umask, atomic_path
 
 # File endings SimpleITK reads as single files. DICOM series are directories.
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".png", ".tif", ".tiff")
@@ -528,6 +528,7 @@ def atomic_directory(path: str | Path, replaceable: Callable[[Path], bool] | Non
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a plain mkdir would not
         old = None
         if path.exists():
             # Directories cannot be renamed onto non-empty ones: move the old one aside first.

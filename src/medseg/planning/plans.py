@@ -33,6 +33,7 @@ class ConfigurationPlan:
     resampling: dict[str, Any] = field(default_factory=lambda: {"data": "linear", "label": "linear", "separate_z": False})
     median_shape: list[int] = field(default_factory=list)
     loss: str = "dice_ce"
+    mirror_axes: list[int] | None = None  # spatial axes augmentation and test-time mirroring may flip
     predicted_memory_gb: float | None = None
     predicted_iteration_s: float | None = None
     notes: list[str] = field(default_factory=list)

@@ -78,6 +78,8 @@ def compute_fingerprint(dataset: str | Path, workers: int = 1, progress: bool = 
         "median_spacing": np.median(spacings, axis=0).tolist(),
         "median_shape_after_crop": np.median(shapes, axis=0).tolist(),
         "intensity": [intensity_statistics(s) for s in samples],
+        # Axes that mirroring may flip (dataset.json "mirror_axes"; lateralised labels forbid some).
+        "mirror_axes": info.raw.get("mirror_axes"),
         "cases": [{k: v for k, v in pc.items() if not k.startswith("_")} for pc in per_case],
     }
 

@@ -80,6 +80,11 @@ def build_model(desc: dict[str, Any], deep_supervision: bool | None = None) -> t
                         num_classes=max(desc["labels"].values()) + 1, **options)
 
 
+def mirror_axes(plan: ConfigurationPlan) -> list[int]:
+    """Spatial axes mirroring may flip: the plan's `mirror_axes`, or all of them."""
+    return list(range(plan.spatial_dims)) if plan.mirror_axes is None else list(plan.mirror_axes)
+
+
 def confusion_counts(pred: torch.Tensor, target: torch.Tensor, classes: list[int]) -> np.ndarray:
     """Rows of (TP, FP, FN) per foreground class, summed over the batch."""
     out = np.zeros((len(classes), 3), dtype=np.int64)
@@ -144,7 +149,7 @@ class Trainer:
     # -- pieces ------------------------------------------------------------------------
     def _batch_producer(self, sampler: PatchSampler, augment: bool, seed: int):
         icfg = IntensityConfig()
-        axes = list(range(self.plan.spatial_dims))
+        axes = mirror_axes(self.plan)
         share = self.dist.share(sampler.batch_size)
 
         def produce(step: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,6 +28,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes files private (0600); an output gets the permissions a plain open() would.
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -49,3 +52,9 @@ def read_json(path: str | Path) -> Any:
         raise MedsegError("file not found", path) from None
     except json.JSONDecodeError as err:
         raise MedsegError(f"not valid JSON ({err.msg} at line {err.lineno})", path) from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

@@ -113,6 +113,7 @@ class DatasetSpec:
     split: Callable[["DatasetSpec", list[Volume]], list[CaseData]] = field(repr=False, compare=False)
     keep_empty_slabs: bool = False
     augmentation_note: str = ""
+    mirror_axes: tuple[int, ...] | None = None  # array axes training may mirror (None: all)
     baseline: str = ""
     volume_sources: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
@@ -455,6 +456,7 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
         baseline="atlas_copy: an independent atlas (Neuromorphometrics) copied by world coordinates",
         augmentation_note="labels are lateralised: do not mirror along x (array axis 2) when training, "
                           "or mirror and swap left/right labels together",
+        mirror_axes=(0, 1),
     ),
 ]}
 
@@ -573,6 +575,8 @@ def _write_dataset(spec: DatasetSpec, volumes: list[Volume], paths: Paths, root:
         meta["split"]["gap_mm"] = spec.layout.gap_mm
     if spec.augmentation_note:
         meta["augmentation"] = spec.augmentation_note
+    if spec.mirror_axes is not None:
+        meta["mirror_axes"] = list(spec.mirror_axes)  # read by medseg's planner
     write_json(root / "dataset.json", meta)
 
 
