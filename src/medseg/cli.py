@@ -138,6 +138,14 @@ def _export(a: argparse.Namespace) -> int:
     return 0
 
 
+@command("import-nnunet")
+def _import_nnunet(a: argparse.Namespace) -> int:
+    from medseg.inference.nnunet_import import import_nnunet
+    out = import_nnunet(a.results_dir, a.out_dir, folds=a.folds, checkpoint=a.checkpoint)
+    print(f"medseg model folder ready: {out} (predict with: medseg predict -m {out} -i IN -o OUT)")
+    return 0
+
+
 @command("evaluate")
 def _evaluate(a: argparse.Namespace) -> int:
     from medseg.evaluation import evaluate_folders, format_table
@@ -285,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--folds", nargs="+", help="folds to export (default: all trained)")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto")
     s.add_argument("--device", default="auto")
+
+    s = add("import-nnunet", "convert a trained nnU-Net v2 results folder into a medseg model folder")
+    s.add_argument("results_dir", help="nnU-Net results folder (plans.json, dataset.json, fold_k/)")
+    s.add_argument("out_dir", help="medseg model folder to write")
+    s.add_argument("--folds", nargs="+", help="folds to convert (default: every fold with a checkpoint)")
+    s.add_argument("--checkpoint", default="checkpoint_final.pth", help="checkpoint file name in each fold")
 
     s = add("evaluate", "compare predicted and reference label maps -> summary.json, metrics.csv")
     s.add_argument("pred_dir")
