@@ -65,7 +65,7 @@ def test_plain_layout_imports_and_predicts(tmp_path):
     assert desc["model"] == "dynunet" and desc["labels"] == {"background": 0, "organ1": 1, "organ2": 2}
     assert cfg["target_spacing"] == [2.5, 0.8, 0.8] and cfg["patch_size"] == [16, 32, 32]
     assert cfg["normalization"] == ["ct"] and desc["intensity"][0]["percentile_99_5"] == 400.0
-    assert cfg["resampling"] == {"data": "cubic", "label": "linear", "separate_z": True}  # 2.5 / 0.8 > 3
+    assert cfg["resampling"] == {"data": "spline", "label": "linear", "separate_z": True}  # 2.5 / 0.8 > 3
     net = load_imported(out)
     sd = net.state_dict()
     torch.testing.assert_close(sd["encoder.0.0.0.weight"], state["encoder.stages.0.0.convs.0.conv.weight"])

@@ -22,11 +22,12 @@ What is mapped, and how exactly:
   statistics of the non-zero region and sets voxels outside it to 0; medseg's 'zscore'
   uses the whole cropped box. The import records this in the configuration's notes and
   warns; predictions differ where the background is zero.
-- Resampling: nnU-Net's default (scikit-image order-3 spline in-plane, order 0 along a
-  coarse axis when the spacing ratio exceeds 3, decided per case) maps to medseg's 'cubic'
-  (bicubic in-plane) with `separate_z` decided from the target spacing; logits resampled
-  linearly map to medseg's linear resampling of probabilities. These are the only sources
-  of disagreement for an image that needs resampling (see docs/benchmarks.md).
+- Resampling: nnU-Net's default image resampling (scikit-image's order-3 spline, in-plane
+  then order 0 along a coarse z when a spacing ratio exceeds 3) maps to medseg's 'spline',
+  which computes the same values; nnU-Net decides separate z per case from the case's
+  spacing, medseg once from the target spacing. At export nnU-Net resamples logits and
+  averages folds' logits, medseg resamples and averages probabilities: near-ties can land
+  differently (measured in docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ ANISOTROPY_RATIO = 3.0  # nnU-Net's ANISO_THRESHOLD: separate in-plane and z res
 
 NORMALIZATION = {"CTNormalization": "ct", "ZScoreNormalization": "zscore"}
 ARCHITECTURES = {"PlainConvUNet": "dynunet", "ResidualEncoderUNet": "dynunet_resenc"}
-ORDER = {0: "nearest", 1: "linear", 3: "cubic"}
+ORDER = {0: "nearest", 1: "linear", 3: "spline"}
 
 
 def _numpy_globals() -> list:
@@ -162,6 +163,8 @@ def model_options(cls: str, kw: dict[str, Any], spatial_dims: int, order: Sequen
             raise MedsegError(f"nnU-Net instance norm with {norm_kw} is not supported (medseg: affine, eps 1e-5)")
     elif norm_name.startswith("BatchNorm"):
         norm = "batch"
+        if abs(float(norm_kw.get("eps", 1e-5)) - 1e-5) > 1e-12:
+            raise MedsegError(f"nnU-Net batch norm with {norm_kw} is not supported (medseg: eps 1e-5)")
     else:
         raise MedsegError(f"nnU-Net norm {norm_name or None} is not supported (instance or batch norm)")
     nonlin = _op_name(kw.get("nonlin"))
@@ -201,17 +204,23 @@ def model_options(cls: str, kw: dict[str, Any], spatial_dims: int, order: Sequen
 
 # ----------------------------------------------------------------------------- weights
 
+_UNIT = {"conv": "0", "norm": "1"}  # medseg's ConvNormAct is Sequential(conv, norm, act)
+_BLOCK_CONV = {"1": "0", "2": "1"}  # BasicBlockD's conv1 / conv2 -> ResidualBlock.convs[0 / 1]
 _RULES = [
-    # PlainConvUNet encoder: stages.s.0.convs.j.{conv,norm}
-    (r"encoder\.stages\.(\d+)\.0\.convs\.(\d+)\.(conv|norm)\.(.+)", "encoder.{0}.{1}.{2}.{3}"),
-    # ResidualEncoderUNet stem and blocks
-    (r"encoder\.stem\.convs\.0\.(conv|norm)\.(.+)", "stem.{0}.{1}"),
-    (r"encoder\.stages\.(\d+)\.blocks\.(\d+)\.conv([12])\.(conv|norm)\.(.+)", "encoder.{0}.{1}.convs.{2}.{3}.{4}"),
-    (r"encoder\.stages\.(\d+)\.blocks\.(\d+)\.skip\.(\d+)\.(conv|norm)\.(.+)", "encoder.{0}.{1}.shortcut.{2}.{3}.{4}"),
-    # decoder
-    (r"decoder\.transpconvs\.(\d+)\.(.+)", "up.{0}.{1}"),
-    (r"decoder\.stages\.(\d+)\.convs\.(\d+)\.(conv|norm)\.(.+)", "decoder.{0}.{1}.{2}.{3}"),
-    (r"decoder\.seg_layers\.(\d+)\.(.+)", "heads.{0}.{1}"),
+    # PlainConvUNet encoder: stages.<s>.0.convs.<j>.{conv,norm}
+    (r"encoder\.stages\.(\d+)\.0\.convs\.(\d+)\.(conv|norm)\.(.+)",
+     lambda s, j, u, p: f"encoder.{s}.{j}.{_UNIT[u]}.{p}"),
+    # ResidualEncoderUNet stem and BasicBlockD blocks (skip: [avgpool,] 1x1 conv + norm)
+    (r"encoder\.stem\.convs\.0\.(conv|norm)\.(.+)", lambda u, p: f"stem.{_UNIT[u]}.{p}"),
+    (r"encoder\.stages\.(\d+)\.blocks\.(\d+)\.conv([12])\.(conv|norm)\.(.+)",
+     lambda s, b, c, u, p: f"encoder.{s}.{b}.convs.{_BLOCK_CONV[c]}.{_UNIT[u]}.{p}"),
+    (r"encoder\.stages\.(\d+)\.blocks\.(\d+)\.skip\.(\d+)\.(conv|norm)\.(.+)",
+     lambda s, b, k, u, p: f"encoder.{s}.{b}.shortcut.{k}.{_UNIT[u]}.{p}"),
+    # decoder, lowest resolution first in both
+    (r"decoder\.transpconvs\.(\d+)\.(.+)", lambda i, p: f"up.{i}.{p}"),
+    (r"decoder\.stages\.(\d+)\.convs\.(\d+)\.(conv|norm)\.(.+)",
+     lambda i, j, u, p: f"decoder.{i}.{j}.{_UNIT[u]}.{p}"),
+    (r"decoder\.seg_layers\.(\d+)\.(.+)", lambda i, p: f"heads.{i}.{p}"),
 ]
 # Aliases nnU-Net's state dicts also hold: `all_modules` repeats conv/norm, and the decoder
 # keeps a reference to the encoder.
@@ -220,21 +229,15 @@ _ALIASES = re.compile(r"(^decoder\.encoder\.)|(\.all_modules\.)")
 
 def medseg_key(key: str) -> str | None:
     """The medseg DynUNet parameter name of an nnU-Net state-dict key (None for aliases)."""
-    if key.startswith("module."):
-        key = key[len("module."):]
-    if key.startswith("_orig_mod."):
-        key = key[len("_orig_mod."):]
+    for prefix in ("module.", "_orig_mod."):  # DDP / torch.compile wrappers
+        if key.startswith(prefix):
+            key = key[len(prefix):]
     if _ALIASES.search(key):
         return None
-    for pattern, template in _RULES:
+    for pattern, name in _RULES:
         m = re.fullmatch(pattern, key)
         if m:
-            g = list(m.groups())
-            if pattern.startswith(r"encoder\.stages\.(\d+)\.blocks"):
-                if "conv([12])" in pattern:
-                    g[2] = str(int(g[2]) - 1)
-            g = [{"conv": "0", "norm": "1"}.get(x, x) for x in g]
-            return template.format(*g)
+            return name(*m.groups())
     raise MedsegError(f"nnU-Net weight '{key}' has no counterpart in medseg's dynamic U-Net")
 
 
@@ -317,7 +320,7 @@ def _resampling(config: dict[str, Any], target_spacing: Sequence[float], notes: 
     order = int(kw.get("order", 3))
     data = ORDER.get(order, "cubic")
     if order not in ORDER:
-        notes.append(f"nnU-Net resamples images with spline order {order}; medseg uses cubic")
+        notes.append(f"nnU-Net resamples images with spline order {order}; medseg uses order 3 (spline)")
     spacing = np.asarray(target_spacing, dtype=float)
     coarse = np.flatnonzero(spacing == spacing.max())
     anisotropic = len(spacing) == 3 and spacing.max() / spacing.min() > ANISOTROPY_RATIO and len(coarse) == 1

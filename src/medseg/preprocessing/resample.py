@@ -2,15 +2,23 @@
 
 Shapes map to shapes: the new grid covers the same physical extent as the old one
 (voxel-edge aligned, `align_corners=False`), so the spacing changes by old/new shape.
-Images use linear or in-plane cubic interpolation; label maps are interpolated one class at
-a time (one-hot, linear) keeping a running maximum, so memory is two output-sized arrays
-however many classes there are. With `separate_z`, a coarse first axis (z) is handled on
+Images use linear, in-plane cubic (Keys, torch's bicubic) or `spline` interpolation; label
+maps are interpolated one class at a time (one-hot, linear) keeping a running maximum, so
+memory is two output-sized arrays however many classes there are.
+
+`spline` is nnU-Net's image resampling, value for value: scikit-image's `resize(order=3,
+mode="edge")`, i.e. scipy's `zoom(order=3, mode="nearest", grid_mode=True)` (cubic
+B-spline interpolation with its prefilter) and clipping to the input's range. A B-spline
+interpolation along one axis is a linear map from n to m samples; that map is computed once
+per (n, m) by running scipy on an identity matrix, and applied to the data as a float32
+matrix product per axis (in place of nnU-Net's per-slice float64 scipy calls). With `separate_z`, a coarse first axis (z) is handled on
 its own: in-plane interpolation per slice, then nearest (order 0) along z, as nnU-Net does
 for strongly anisotropic data.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -23,10 +31,44 @@ def new_shape_for_spacing(shape: Sequence[int], spacing: Sequence[float], target
     return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target))
 
 
+@lru_cache(maxsize=32)
+def spline_matrix(n: int, m: int) -> torch.Tensor:
+    """(m, n) float32: order-3 B-spline interpolation of n samples at m voxel-centre-aligned
+    positions ((i + 0.5) * n / m - 0.5), edges extended as scipy's mode "nearest" does."""
+    from scipy import ndimage
+
+    eye = np.eye(n, dtype=np.float64)
+    mat = ndimage.zoom(eye, (m / n, 1.0), order=3, mode="nearest", grid_mode=True)
+    if mat.shape != (m, n):  # zoom rounds the output shape; it is exact for these factors
+        raise RuntimeError(f"spline matrix for {n} -> {m} came out {mat.shape}")
+    return torch.from_numpy(mat.astype(np.float32))
+
+
+def _spline(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """x: (N, *spatial) float32 -> (N, *size), B-spline along every spatial axis that changes,
+    shrinking axes first (less work for the others). Clipped to each item's value range, as
+    scikit-image's resize does (nnU-Net calls it per slice, or per channel in 3-D)."""
+    dims = x.ndim - 1
+    lo = x.amin(dim=tuple(range(1, x.ndim)), keepdim=True)
+    hi = x.amax(dim=tuple(range(1, x.ndim)), keepdim=True)
+    axes = sorted((a for a in range(dims) if x.shape[1 + a] != size[a]), key=lambda a: size[a] / x.shape[1 + a])
+    for a in axes:
+        mat = spline_matrix(int(x.shape[1 + a]), int(size[a]))
+        moved = torch.movedim(x, 1 + a, -2)  # (..., n, rest)
+        x = torch.movedim(torch.matmul(mat, moved), -2, 1 + a)
+    x = x.contiguous()
+    torch.maximum(x, lo, out=x)
+    return torch.minimum(x, hi, out=x)
+
+
 def _interp(x: torch.Tensor, size: Sequence[int], order: str) -> torch.Tensor:
-    """x: (N, C, *spatial) float. order: 'nearest', 'linear' or 'cubic' (cubic is 2D only)."""
+    """x: (N, C, *spatial) float. order: 'nearest', 'linear', 'cubic' (2D only) or 'spline'
+    (each (n, c) item clipped to its own range)."""
     if tuple(x.shape[2:]) == tuple(size):
         return x
+    if order == "spline":
+        n, c = x.shape[:2]
+        return _spline(x.reshape(n * c, *x.shape[2:]), size).reshape(n, c, *size)
     if order == "nearest":
         return F.interpolate(x, size=tuple(size), mode="nearest-exact")
     if order == "cubic":
@@ -43,6 +85,7 @@ def _resample_channels(x: torch.Tensor, new_shape: Sequence[int], order: str, se
     if spatial == 2:
         return _interp(x[None], new_shape, order)[0]
     if not separate_z and order != "cubic":
+        # 'spline' here is 3-D B-spline interpolation, clipped to each channel's range.
         return _interp(x[None], new_shape, order)[0]
     # In-plane first, slice by slice (z becomes the batch axis), then along z.
     c, z = x.shape[:2]
@@ -56,7 +99,11 @@ def _resample_channels(x: torch.Tensor, new_shape: Sequence[int], order: str, se
 
 def resample_image(image: np.ndarray, new_shape: Sequence[int], order: str = "linear",
                    separate_z: bool = False) -> np.ndarray:
-    """Resample an image (C, *spatial) to (C, *new_shape), float32."""
+    """Resample an image (C, *spatial) to (C, *new_shape), float32.
+
+    order: 'nearest', 'linear', 'cubic' (in-plane bicubic; linear along z) or 'spline'
+    (nnU-Net's order-3 B-spline). With `separate_z`, z is resampled by nearest neighbour
+    after the in-plane step (nnU-Net's order_z=0)."""
     if tuple(image.shape[1:]) == tuple(new_shape):
         return image.astype(np.float32, copy=False)
     with torch.inference_mode():
