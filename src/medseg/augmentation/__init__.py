@@ -1,6 +1,9 @@
-"""Data augmentation in torch, on batches, with parameters drawn from a seeded generator."""
+"""Data augmentation in torch, on batches: one sampling grid per sample, then intensity steps,
+with every sample's parameters recorded as plain data."""
 
+from medseg.augmentation.augmenter import Augmenter, describe
+from medseg.augmentation.config import AugmentationConfig
 from medseg.augmentation.intensity import IntensityConfig, augment_intensity
 from medseg.augmentation.spatial import mirror
 
-__all__ = ["IntensityConfig", "augment_intensity", "mirror"]
+__all__ = ["AugmentationConfig", "Augmenter", "IntensityConfig", "augment_intensity", "describe", "mirror"]
