@@ -110,7 +110,7 @@ def test_help_lists_every_stage(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     for cmd in ("make-phantoms", "validate", "convert-msd", "fingerprint", "plan", "preprocess", "train", "predict",
-                "evaluate", "demo", "models", "report", "datasets", "export", "postprocess", "import-nnunet"):
+                "evaluate", "demo", "models", "report", "datasets", "export", "postprocess", "import-nnunet", "augment-preview"):
         assert cmd in out
 
 

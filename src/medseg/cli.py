@@ -65,7 +65,7 @@ def _fingerprint(a: argparse.Namespace) -> int:
 def _plan(a: argparse.Namespace) -> int:
     from medseg.pipeline import run_plan
     run_plan(a.dataset, a.workdir, budget_gb=a.budget_gb, device=a.device, base_features=a.base_features,
-             max_patch_voxels=a.max_patch_voxels, verbose=True)
+             max_patch_voxels=a.max_patch_voxels, verbose=True, measure_time=not a.no_measure)
     return 0
 
 
@@ -192,6 +192,14 @@ def _datasets(a: argparse.Namespace) -> int:
     return 0
 
 
+@command("augment-preview")
+def _augment_preview(a: argparse.Namespace) -> int:
+    from medseg.augmentation.preview import write_preview
+    params = write_preview(a.workdir, a.out, configuration=a.configuration, n=a.n, seed=a.seed)
+    print(f"wrote {a.out} ({len(params)} augmented patches; their parameters beside it as JSON)")
+    return 0
+
+
 @command("models")
 def _models(a: argparse.Namespace) -> int:
     from medseg.models.catalogue import format_catalogue
@@ -235,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", choices=["cpu", "cuda"], default="cuda", help="device the plan is for (default cuda)")
     s.add_argument("--base-features", type=int, default=32, help="features of the first stage (default 32)")
     s.add_argument("--max-patch-voxels", type=int, help="cap the patch volume (small CPU runs)")
+    s.add_argument("--no-measure", action="store_true",
+                   help="estimate the iteration time from FLOPs instead of timing real steps on the local device")
 
     s = add("preprocess", "crop, normalise and resample the training cases")
     dataset_args(s)
@@ -315,9 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("demo", "run the whole pipeline on built-in phantoms, within a few minutes on a CPU")
     s.add_argument("--workdir", default="medseg_demo", help="working directory (default ./medseg_demo)")
-    s.add_argument("--minutes", type=float, default=5.0, help="training time budget (default 5)")
+    s.add_argument("--minutes", type=float, default=8.0,
+                   help="training time budget; the other stages take about a minute (default 8)")
     s.add_argument("--cases", type=int, default=10, help="training cases (default 10)")
     s.add_argument("--held-out", type=int, default=3, help="held-out test cases (default 3)")
+    s.add_argument("--seed", type=int, default=0)
+
+    s = add("augment-preview", "write a PNG grid of augmented training patches with their labels")
+    s.add_argument("workdir", help="working directory (or a preprocessed/<config> folder)")
+    s.add_argument("-c", "--configuration", help="configuration (default: the first preprocessed one)")
+    s.add_argument("-o", "--out", default="augment-preview.png", help="output PNG (default augment-preview.png)")
+    s.add_argument("-n", type=int, default=8, help="number of patches (default 8)")
     s.add_argument("--seed", type=int, default=0)
 
     s = add("report", "write a self-contained HTML report of a working directory (and PNG overlays)")

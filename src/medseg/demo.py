@@ -41,7 +41,7 @@ def hold_out(dataset: Path, n: int) -> list[str]:
     return [c.case_id for c in held]
 
 
-def run_demo(workdir: str | Path = "medseg_demo", minutes: float = 5.0, cases: int = 10, held_out: int = 3,
+def run_demo(workdir: str | Path = "medseg_demo", minutes: float = 8.0, cases: int = 10, held_out: int = 3,
              seed: int = 0) -> dict:
     """Run every stage; returns the evaluation summary. Prints per-class Dice at the end."""
     from medseg.evaluation import evaluate_folders, format_table
@@ -63,7 +63,7 @@ def run_demo(workdir: str | Path = "medseg_demo", minutes: float = 5.0, cases: i
     print("[4/6] preprocess")
     run_preprocess(dataset, wd, "3d_fullres", workers=2, verbose=True)
     print(f"[5/6] train fold 0 for up to {minutes:g} min")
-    cfg = TrainingConfig(epochs=1000, iters_per_epoch=DEMO_ITERS_PER_EPOCH, val_iters=10,
+    cfg = TrainingConfig(epochs=1000, iters_per_epoch=DEMO_ITERS_PER_EPOCH, val_iters=5,
                          max_time_s=minutes * 60, seed=seed)
     run_train(dataset, wd, "3d_fullres", 0, cfg, verbose=True)
     print("[6/6] predict the held-out cases and evaluate")

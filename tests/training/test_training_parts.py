@@ -105,3 +105,20 @@ def test_sampler_slices_equal_the_whole_batch(tmp_path):
     np.testing.assert_array_equal(np.concatenate([p[0] for p in parts]), whole_x)
     np.testing.assert_array_equal(np.concatenate([p[1] for p in parts]), whole_y)
     assert not np.array_equal(s.sample(8)[0], whole_x)
+
+
+def test_cut_size_reads_context_around_the_same_patch(tmp_path):
+    img = np.arange(12 * 30 * 30, dtype=np.float32).reshape(1, 12, 30, 30)
+    seg = np.zeros((12, 30, 30), np.int16)
+    seg[6, 15, 15] = 1
+    for name, arr in (("a.npy", img), ("a_seg.npy", seg), ("a_fg.npy", class_locations(seg, [1], 5, 0))):
+        save_array(tmp_path / name, arr)
+    plain = PatchSampler(tmp_path, ["a"], (4, 8, 8), batch_size=2, seed=3)
+    wide = PatchSampler(tmp_path, ["a"], (4, 8, 8), batch_size=2, seed=3, cut_size=(6, 12, 14))
+    for step in range(5):
+        x, _ = plain.sample(step)
+        w, _ = wide.sample(step)
+        assert w.shape == (2, 1, 6, 12, 14)
+        np.testing.assert_array_equal(w[:, :, 1:5, 2:10, 3:11], x)
+    with pytest.raises(ValueError, match="even"):
+        PatchSampler(tmp_path, ["a"], (4, 8, 8), batch_size=2, cut_size=(5, 8, 8))

@@ -56,7 +56,10 @@ class PatchSampler:
     """
 
     def __init__(self, folder: str | Path, case_ids: Sequence[str], patch_size: Sequence[int], batch_size: int,
-                 oversample: float = 1 / 3, seed: int = 0):
+                 oversample: float = 1 / 3, seed: int = 0, cut_size: Sequence[int] | None = None):
+        """`cut_size` (>= patch_size): read this much around the patch's centre, for spatial
+        augmentation that needs context beyond the final patch; placement still follows the
+        final `patch_size`."""
         folder = Path(folder)
         if not case_ids:
             raise MedsegError("no cases to sample from", folder)
@@ -65,11 +68,15 @@ class PatchSampler:
         self.batch_size = batch_size
         self.oversample = oversample
         self.seed = seed
+        self.cut_size = list(cut_size) if cut_size is not None else list(patch_size)
+        if any(c < p or (c - p) % 2 for c, p in zip(self.cut_size, self.patch_size)):
+            raise ValueError(f"cut size {self.cut_size} must exceed patch size {self.patch_size} by even margins")
 
-    def _size(self, case: PreprocessedCase) -> list[int]:
+    def _size(self, case: PreprocessedCase, size: list[int] | None = None) -> list[int]:
         """Patch size in the case's axes: a 2D patch is one slice thick in a volume."""
-        extra = len(case.shape) - len(self.patch_size)
-        return [1] * extra + self.patch_size
+        size = self.patch_size if size is None else size
+        extra = len(case.shape) - len(size)
+        return [1] * extra + size
 
     def sample_rng(self, step: int, index: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, step, index])
@@ -94,8 +101,10 @@ class PatchSampler:
             rng = self.sample_rng(step, i)
             case = self.cases[rng.integers(len(self.cases))]
             # The last n_fg samples of the global batch are forced onto foreground.
-            size = self._size(case)
-            img, seg = read_patch(case, self._start(rng, case, i >= self.batch_size - n_fg), size)
+            start = self._start(rng, case, i >= self.batch_size - n_fg)
+            size = self._size(case, self.cut_size)
+            margin = [(c - p) // 2 for c, p in zip(size, self._size(case))]
+            img, seg = read_patch(case, [s - m for s, m in zip(start, margin)], size)
             if len(size) > len(self.patch_size):  # a 2D patch from a volume: drop the slice axis
                 img, seg = img[:, 0], seg[0]
             images.append(img)

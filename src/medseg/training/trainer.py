@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from medseg.augmentation import IntensityConfig, augment_intensity, mirror
+from medseg.augmentation import AugmentationConfig, Augmenter
 from medseg.errors import MedsegError
 from medseg.losses import DeepSupervisionLoss, create_loss
 from medseg.models import create_model
@@ -147,22 +147,21 @@ class Trainer:
         self.log = _file_logger(self.paths.fold_dir / "training_log.txt" if self.dist.is_main else None)
 
     # -- pieces ------------------------------------------------------------------------
-    def _batch_producer(self, sampler: PatchSampler, augment: bool, seed: int):
-        icfg = IntensityConfig()
-        axes = mirror_axes(self.plan)
+    def augmenter(self) -> Augmenter:
+        """nnU-Net's training augmentation, with the plan's allowed mirror axes."""
+        axes = None if self.plan.mirror_axes is None else tuple(self.plan.mirror_axes)
+        return Augmenter(AugmentationConfig(mirror_axes=axes), self.plan.patch_size)
+
+    def _batch_producer(self, sampler: PatchSampler, augmenter: Augmenter | None, seed: int):
         share = self.dist.share(sampler.batch_size)
 
         def produce(step: int) -> tuple[torch.Tensor, torch.Tensor]:
             img, seg = sampler.sample(step, share)
             x, y = torch.from_numpy(img), torch.from_numpy(seg)
-            if augment:
-                xs, ys = [], []
-                for j, i in enumerate(share):
-                    gen = sample_generator(seed, step, i)
-                    xi, yi = mirror(x[j:j + 1], y[j:j + 1], gen, axes)
-                    xs.append(augment_intensity(xi, gen, icfg))
-                    ys.append(yi)
-                x, y = torch.cat(xs), torch.cat(ys)
+            if augmenter is not None:
+                # One generator per global sample index: any split over ranks draws the same.
+                params = [augmenter.sample_one(x.shape[1], sample_generator(seed, step, i)) for i in share]
+                x, y = augmenter.apply(x, y, params)
             return x, y
 
         return produce
@@ -202,16 +201,18 @@ class Trainer:
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
             model = DistributedDataParallel(net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        augmenter = self.augmenter() if cfg.augmentation else None
         train_sampler = PatchSampler(self.data_dir, self.train_ids, plan.patch_size, plan.batch_size,
-                                     cfg.oversample, seed=cfg.seed)
+                                     cfg.oversample, seed=cfg.seed,
+                                     cut_size=augmenter.input_patch_size() if augmenter else None)
         val_sampler = PatchSampler(self.data_dir, self.val_ids, plan.patch_size, plan.batch_size,
                                    cfg.oversample, seed=cfg.seed + 1)
         self.log.info("training %s %s: %d train / %d val cases, patch %s, batch %d (%d process(es)), %s on %s",
                       plan.name, self.paths.fold_dir.name, len(self.train_ids), len(self.val_ids),
                       plan.patch_size, plan.batch_size, self.dist.world_size, self.precision, self.device)
-        train_loader = BackgroundLoader(self._batch_producer(train_sampler, cfg.augmentation, cfg.seed),
+        train_loader = BackgroundLoader(self._batch_producer(train_sampler, augmenter, cfg.seed),
                                         start_step=state["epoch"] * cfg.iters_per_epoch)
-        val_loader = BackgroundLoader(self._batch_producer(val_sampler, False, cfg.seed + 1),
+        val_loader = BackgroundLoader(self._batch_producer(val_sampler, None, cfg.seed + 1),
                                       start_step=state["epoch"] * cfg.val_iters)
         try:
             while state["epoch"] < state["total_epochs"]:
