@@ -28,9 +28,9 @@ from scipy import ndimage
 from medseg.errors import MedsegError
 from medseg.evaluation import metrics as M
 from medseg.evaluation.surface import SURFACE_METHODS
-from medseg.io.dataset import read_dataset_info
+
 from medseg.io.image import IMAGE_SUFFIXES, Image, geometry_differences, has_image_suffix, read_image
-from medseg.utils.files import atomic_path, write_json
+from medseg.utils.files import atomic_path, read_json, write_json
 
 SUMMARY_NAME = "summary.json"
 CSV_NAME = "metrics.csv"
@@ -92,12 +92,17 @@ def evaluate_folders(
     file_ending = None
     if dataset_json is not None:
         root = Path(dataset_json)
-        info = read_dataset_info(root.parent if root.is_file() else root)
-        file_ending = info.file_ending
+        # Read the JSON itself: evaluation accepts regions (lists of values) that training does not.
+        raw = read_json((root.parent if root.is_file() else root) / "dataset.json")
+        file_ending = str(raw.get("file_ending", ".nii.gz"))
         if labels is None:
-            labels = info.labels
+            labels = raw.get("labels", {})
     if labels is not None:
-        labels = {str(k): int(v) for k, v in labels.items() if int(v) != 0}
+        try:
+            labels = {str(k): (list(M.region_values(v)) if isinstance(v, (list, tuple)) else int(v))
+                      for k, v in labels.items() if M.region_values(v) != (0,)}
+        except (TypeError, ValueError) as err:
+            raise MedsegError(f"labels must be integers or lists of integers ({err})") from None
         if not labels:
             raise MedsegError("no foreground label to evaluate")
         _check_tolerances(tolerance_mm, labels)

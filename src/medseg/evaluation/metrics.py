@@ -132,6 +132,17 @@ def class_metrics(
                          both_empty, empty_distance)
 
 
+def region_values(value: int | Sequence[int]) -> tuple[int, ...]:
+    """A label's voxel values: one class value, or a region (nnU-Net's list of values, whose
+    union is the structure, e.g. a whole tumour made of three classes)."""
+    if isinstance(value, (list, tuple)):
+        vals = tuple(sorted({int(v) for v in value}))
+        if not vals or vals[0] < 0:
+            raise ValueError(f"a region needs non-negative values, got {value!r}")
+        return vals
+    return (int(value),)
+
+
 def case_metrics(
     pred: np.ndarray,
     ref: np.ndarray,
@@ -146,8 +157,8 @@ def case_metrics(
 ) -> dict[str, dict[str, float | int]]:
     """Metrics of every foreground class of a label-map pair: ``{label name: {metric: value}}``.
 
-    pred, ref: integer label maps of one grid (non-negative values). labels: name -> value;
-    value 0 (background) is skipped. tolerance_mm: one NSD tolerance, or one per class keyed by
+    pred, ref: integer label maps of one grid (non-negative values). labels: name -> value, or
+    name -> list of values for a region (their union); value 0 (background) is skipped. tolerance_mm: one NSD tolerance, or one per class keyed by
     label name or value. Each class is evaluated on the bounding box of its voxels in either
     map (found for all classes in one pass), so the cost follows the structures, not the image.
     """
@@ -157,23 +168,26 @@ def case_metrics(
         raise ValueError(f"label map shapes differ: {pred.shape} vs {ref.shape}")
     wanted = check_metrics(metrics)
     check_both_empty(both_empty)
-    classes = {name: int(v) for name, v in labels.items() if int(v) != 0}
+    classes = {name: region_values(v) for name, v in labels.items()}
+    classes = {name: vals for name, vals in classes.items() if vals != (0,)}
     if not classes:
         return {}
-    top = max(classes.values())
+    top = max(max(vals) for vals in classes.values())
     boxes_pred = ndimage.find_objects(pred, max_label=top)
     boxes_ref = ndimage.find_objects(ref, max_label=top)
     out: dict[str, dict[str, float | int]] = {}
-    for name, value in classes.items():
-        box = _union_box(boxes_pred[value - 1], boxes_ref[value - 1])
-        tol = class_tolerance(tolerance_mm, name, value)
+    for name, vals in classes.items():
+        box = None
+        for v in vals:
+            box = _union_box(box, _union_box(boxes_pred[v - 1], boxes_ref[v - 1]))
+        tol = class_tolerance(tolerance_mm, name, vals[0] if len(vals) == 1 else name)
         if box is None:
             counts = Counts(0, 0, 0, pred.size)
             out[name] = _metrics_from(counts, None, None, spacing, wanted, tol, surface_method,
                                       both_empty, empty_distance)
             continue
-        p = pred[box] == value
-        r = ref[box] == value
+        p = pred[box] == vals[0] if len(vals) == 1 else np.isin(pred[box], vals)
+        r = ref[box] == vals[0] if len(vals) == 1 else np.isin(ref[box], vals)
         out[name] = _metrics_from(confusion(p, r, pred.size), p, r, spacing, wanted, tol,
                                   surface_method, both_empty, empty_distance)
     return out
@@ -201,11 +215,12 @@ def check_metrics(metrics: Sequence[str] | None) -> list[str]:
     return [m for m in METRICS if m in metrics]
 
 
-def class_tolerance(tolerance_mm: float | Mapping[str | int, float], name: str, value: int) -> float:
+def class_tolerance(tolerance_mm: float | Mapping[str | int, float], name: str, value: int | str | list) -> float:
     """The NSD tolerance of one class from a number or a mapping keyed by name or value."""
     if not isinstance(tolerance_mm, Mapping):
         return float(tolerance_mm)
-    for key in (name, value, str(value)):
+    keys = (name, value, str(value)) if isinstance(value, int) else (name,)  # a region: by name only
+    for key in keys:
         if key in tolerance_mm:
             return float(tolerance_mm[key])
     raise ValueError(f"no NSD tolerance given for label '{name}' ({value})")
