@@ -63,7 +63,7 @@ def test_same_seed_gives_identical_arrays_and_geometry(cases):
 
 
 def test_generator_argument_and_seed_argument_agree(cases):
-    image, label = make_phantom_case(case_rng(0, 2))
+    image, label = make_phantom_case(case_rng(0, 2), lesion_darker=True)  # even case: darker
     assert np.array_equal(image.array, cases[2][0].array)
     assert np.array_equal(label.array, cases[2][1].array)
 
@@ -189,7 +189,10 @@ def test_shapes_vary_across_cases(cases):
     assert np.ptp(centres[:, 2]) > 5  # organ on either side
     lesion_minus_organ = [
         img.array[lab.array == 2].mean() - img.array[lab.array == 1].mean() for img, lab in cases]
-    assert min(lesion_minus_organ) < 0 < max(lesion_minus_organ)  # darker and brighter lesions
+    # Darker lesions in even cases, brighter in odd ones.
+    assert [d < 0 for d in lesion_minus_organ] == [i % 2 == 0 for i in range(N_CASES)]
+    image, label = make_phantom_case(0, index=0, lesion_darker=False)
+    assert image.array[label.array == 2].mean() > image.array[label.array == 1].mean()
 
 
 def test_intensities_are_ct_like(cases):

@@ -19,8 +19,9 @@ What a case holds (sizes at ``shape_scale=1``; all lengths scale with ``shape_sc
 - label 1, "organ": a smoothly deformed ellipsoid (65-80 HU) of random size, orientation and
   position, semi-axes 18-30 mm, kept 3 mm clear of its neighbours;
 - label 2, "lesion": a smaller deformed ellipsoid strictly inside the organ (never touching
-  anything else), 30-40 HU darker (so in the range of soft tissue) or brighter than it,
-  semi-axes 7-12 mm (capped to 0.6 of the organ's smallest), spanning 4-8 slices;
+  anything else), 30-40 HU darker (so in the range of soft tissue; even case numbers) or
+  brighter (odd case numbers) than it, semi-axes 7-12 mm (capped to 0.6 of the organ's
+  smallest), spanning 4-8 slices;
 - a slight partial-volume blur, a smooth additive bias field (peak 5-10 HU), and
   in-plane-correlated Gaussian noise of 10-12 HU.
 
@@ -65,6 +66,7 @@ def make_phantom_case(
     shape_scale: float = 1.0,
     *,
     index: int = 0,
+    lesion_darker: bool | None = None,
 ) -> tuple[Image, Image]:
     """One synthetic case: ``(image, label)``, both with identical geometry.
 
@@ -72,6 +74,10 @@ def make_phantom_case(
         case the result is exactly case `index` of ``make_phantoms(..., seed=rng_or_seed)``.
     shape_scale: multiplies the voxel counts (and every anatomical length with them) while
         keeping the spacing; 2.0 gives volumes about twice as large along each axis.
+    lesion_darker: whether the lesion is darker than the organ (True) or brighter (False).
+        By default it follows the case index when a seed is given (even: darker, odd:
+        brighter, so any run of consecutive cases holds both kinds in equal measure) and is
+        drawn at random when a Generator is given.
 
     The image is int16 Hounsfield-like units; the label is uint8 with 0 background,
     1 organ, 2 lesion (every case has all three).
@@ -80,11 +86,13 @@ def make_phantom_case(
         rng = rng_or_seed
     elif isinstance(rng_or_seed, (int, np.integer)) and not isinstance(rng_or_seed, bool):
         rng = case_rng(int(rng_or_seed), index)
+        if lesion_darker is None:
+            lesion_darker = index % 2 == 0
     else:
         raise TypeError(f"rng_or_seed must be an int or numpy Generator, got {type(rng_or_seed).__name__}")
     if not shape_scale > 0:
         raise MedsegError(f"shape_scale must be positive, got {shape_scale}")
-    return _Phantom(rng, float(shape_scale)).build()
+    return _Phantom(rng, float(shape_scale), lesion_darker).build()
 
 
 def make_phantoms(out_dir: str | Path, cases: int = 8, seed: int = 0, shape_scale: float = 1.0) -> Path:
@@ -108,7 +116,7 @@ def make_phantoms(out_dir: str | Path, cases: int = 8, seed: int = 0, shape_scal
     width = max(3, len(str(cases - 1)))
     ids = [f"phantom_{i:0{width}d}" for i in range(cases)]
     for i, case_id in enumerate(ids):
-        image, label = make_phantom_case(case_rng(int(seed), i), shape_scale)
+        image, label = make_phantom_case(int(seed), shape_scale, index=i)
         write_image(image, out / "imagesTr" / f"{case_id}_0000{_FILE_ENDING}")
         write_image(label, out / "labelsTr" / f"{case_id}{_FILE_ENDING}")
     _remove_stale(out, set(ids))
@@ -177,8 +185,9 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
 class _Phantom:
     """Draws one case's parameters, then paints masks and intensities on its grid."""
 
-    def __init__(self, rng: np.random.Generator, scale: float):
+    def __init__(self, rng: np.random.Generator, scale: float, lesion_darker: bool | None = None):
         self.scale = scale
+        self.lesion_darker = lesion_darker
         # Independent streams: the scalar parameters do not depend on the grid size, so a case at
         # shape_scale 2 is the same anatomy as at 1, only larger.
         seeds = rng.integers(0, 2**63 - 1, size=3)
@@ -238,7 +247,8 @@ class _Phantom:
         # Intensities (HU).
         hu_tissue = u(34, 44)
         hu_organ = u(65, 80)
-        hu_lesion = hu_organ + (1 if p.random() < 0.5 else -1) * u(30, 40)
+        darker = p.random() < 0.5 if self.lesion_darker is None else self.lesion_darker
+        hu_lesion = hu_organ + (-1 if darker else 1) * u(30, 40)
         hu_muscle = hu_organ + u(-10, 0)
         hu_fat = u(-120, -80)
         hu_distractor = [hu_organ + u(-8, 8) for _ in range(4)]
