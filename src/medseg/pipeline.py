@@ -35,13 +35,16 @@ def run_fingerprint(dataset: str | Path, workdir: str | Path | None = None, work
 
 
 def run_plan(dataset: str | Path, workdir: str | Path | None = None, budget_gb: float = 8.0, device: str = "cuda",
-             base_features: int = 32, max_patch_voxels: int | None = None, verbose: bool = False) -> Plans:
+             base_features: int = 32, max_patch_voxels: int | None = None, verbose: bool = False,
+             measure_time: bool = False) -> Plans:
+    """Plans from the fingerprint for a memory budget on `device`. With `measure_time`, the
+    iteration time is measured with real training steps when `device` is the local one."""
     wd = resolve_workdir(dataset, workdir)
     fp_path = wd / "fingerprint.json"
     if not fp_path.exists():
         raise MedsegError("no fingerprint; run `medseg fingerprint` first", fp_path)
     plans = make_plans(read_json(fp_path), budget_gb=budget_gb, device=device, base_features=base_features,
-                       max_patch_voxels=max_patch_voxels)
+                       max_patch_voxels=max_patch_voxels, measure_time=measure_time)
     plans.save(wd / "plans.json")
     if verbose:
         print(format_plans(plans))
@@ -104,10 +107,18 @@ def format_plans(plans: Plans) -> str:
             ("features", " ".join(map(str, opts.get("features", [])))),
             ("normalisation", ", ".join(c.normalization)),
             ("predicted memory", f"{c.predicted_memory_gb} GB" if c.predicted_memory_gb is not None else "-"),
+            ("iteration time", _seconds(c.predicted_iteration_s)),
         ]
         lines += [f"  {k:<20} {v}" for k, v in rows]
         lines += [f"  note: {n}" for n in c.notes]
     return "\n".join(lines)
+
+
+def _seconds(value: float | None) -> str:
+    """One training iteration's time, and what 1000 of them take (an nnU-Net epoch is 250)."""
+    if value is None:
+        return "-"
+    return f"{value:.3g} s per iteration ({value * 1000 / 3600:.3g} h per 1000)"
 
 
 def _fmt(values, digits: int = 3) -> str:

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from medseg.planning.measure import StepSpec
 from medseg.planning.memory import estimate_training_bytes
+from medseg.planning.timing import estimate_iteration_seconds, predict_iteration_seconds
 from medseg.planning.plans import ConfigurationPlan, Plans
 from medseg.preprocessing.normalize import scheme_for_channel
 
@@ -22,6 +24,9 @@ START_VOXELS = {2: 2048**2, 3: 256**3}
 MAX_BATCH_FRACTION = 0.05
 MIN_BATCH = 2
 GB = 1024**3
+# Plans fill at most this fraction of the budget: the memory model's largest underestimate
+# on CPU is 15 % (docs/planning.md), and the data loader's queued batches come on top.
+MEMORY_HEADROOM = 0.85
 
 
 @dataclass
@@ -102,10 +107,11 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
                        num_classes: int, budget_gb: float, normalization: list[str], num_cases: int,
                        base_features: int = 32, max_patch_voxels: int | None = None,
                        model: str = "dynunet", target_spacing: Sequence[float] | None = None,
-                       dataset_voxels: float | None = None) -> ConfigurationPlan:
+                       dataset_voxels: float | None = None, device: str = "cuda") -> ConfigurationPlan:
     """Plan one configuration: spacing, then the largest patch that fits the budget at
     batch 2 (patch preferred over batch), then spend what is left on the batch.
-    `target_spacing` overrides the spacing rule (the low-resolution configuration uses it)."""
+    `target_spacing` overrides the spacing rule (the low-resolution configuration uses it).
+    `device` ('cpu' or 'cuda') selects the memory model's device and the iteration-time rate."""
     dims = spacings.shape[1]
     if target_spacing is None:
         target, notes = rule_target_spacing(spacings, shapes)
@@ -118,15 +124,18 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
         # Same aspect, smaller volume: a user's cap on compute per step (small CPU runs).
         f = (max_patch_voxels / prod(patch)) ** (1 / dims)
         patch = [max(MIN_FEATURE_MAP, int(p * f)) for p in patch]
-    budget = budget_gb * GB
+    budget = MEMORY_HEADROOM * budget_gb * GB
     cap = 320 if dims == 3 else 512
+    dtype = training_dtype(device)
+
+    def bytes_at(topo: Topology, feats: list[int], batch: int) -> int:
+        return estimate_training_bytes(topo.patch_size, batch, in_channels, num_classes, feats, topo.kernel_sizes,
+                                       topo.strides, dtype=dtype, device=device)
 
     def derive(p: list[int]) -> tuple[Topology, list[int], int]:
         topo = rule_topology(target, p, MAX_STAGES[dims])
         feats = [min(base_features * 2**i, cap) for i in range(len(topo.strides))]
-        mem = estimate_training_bytes(topo.patch_size, MIN_BATCH, in_channels, num_classes, feats,
-                                      topo.kernel_sizes, topo.strides)
-        return topo, feats, mem
+        return topo, feats, bytes_at(topo, feats, MIN_BATCH)
 
     topo, feats, mem = derive(patch)
     while mem > budget or (max_patch_voxels and prod(topo.patch_size) > max_patch_voxels):
@@ -141,19 +150,15 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
         patch = list(topo.patch_size)
         patch[a] = new
         topo, feats, mem = derive(patch)
-    per_sample = estimate_training_bytes(topo.patch_size, 1, in_channels, num_classes, feats,
-                                         topo.kernel_sizes, topo.strides)
-    fixed = estimate_training_bytes(topo.patch_size, 0, in_channels, num_classes, feats,
-                                    topo.kernel_sizes, topo.strides)
-    batch = max(MIN_BATCH, int((budget - fixed) // max(per_sample - fixed, 1)))
+    batch = largest_batch(lambda b: bytes_at(topo, feats, b), budget)
     if dataset_voxels is None:
         dataset_voxels = float(np.sum(np.prod(resampled, axis=1)))
     batch_cap = max(MIN_BATCH, int(MAX_BATCH_FRACTION * dataset_voxels / prod(topo.patch_size)))
     if batch > batch_cap:
         notes.append(f"batch {batch} capped at {batch_cap}: a batch covers at most 5% of the dataset's voxels")
         batch = batch_cap
-    mem = estimate_training_bytes(topo.patch_size, batch, in_channels, num_classes, feats,
-                                  topo.kernel_sizes, topo.strides)
+    mem = bytes_at(topo, feats, batch)
+    spec = StepSpec.make(topo.patch_size, batch, in_channels, num_classes, feats, topo.kernel_sizes, topo.strides)
     spacing_ratio = max(target) / min(target)
     separate_z = dims == 3 and spacing_ratio > ANISOTROPY_RATIO and int(np.argmax(target)) == 0
     return ConfigurationPlan(
@@ -163,8 +168,34 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
                        "deep_supervision": True},
         resampling={"data": "cubic", "label": "linear", "separate_z": bool(separate_z)},
         median_shape=[int(round(m)) for m in median_shape],
-        predicted_memory_gb=round(mem / GB, 3), notes=notes,
+        predicted_memory_gb=round(mem / GB, 3),
+        predicted_iteration_s=round(estimate_iteration_seconds(spec, device), 3), notes=notes,
     )
+
+
+def training_dtype(device: str) -> str:
+    """The activations' dtype the trainer's `precision=auto` gives on `device`: bfloat16 or
+    float16 autocast on a GPU (2 bytes either way), float32 on a CPU unless it runs bf16 natively."""
+    if str(device).startswith("cuda"):
+        return "bfloat16"
+    from medseg.training.device import cpu_has_fast_bf16
+
+    return "bfloat16" if cpu_has_fast_bf16() else "float32"
+
+
+def largest_batch(bytes_at_batch: Callable[[int], int], budget: float) -> int:
+    """The largest batch (at least MIN_BATCH) whose predicted bytes fit the budget; bytes never
+    fall as the batch grows, so: double until over, then bisect."""
+    lo = MIN_BATCH
+    if bytes_at_batch(lo) > budget:
+        return lo
+    hi = lo * 2
+    while bytes_at_batch(hi) <= budget:
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if bytes_at_batch(mid) <= budget else (lo, mid)
+    return lo
 
 
 LOWRES_MIN_COVERAGE = 0.25
@@ -199,16 +230,19 @@ def rule_lowres(full: ConfigurationPlan, spacings: np.ndarray, shapes: np.ndarra
 
 
 def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str = "cuda",
-               base_features: int = 32, max_patch_voxels: int | None = None) -> Plans:
+               base_features: int = 32, max_patch_voxels: int | None = None, measure_time: bool = False) -> Plans:
     """Plans for every configuration the data allow: `3d_fullres` (and `3d_lowres` when a
-    full-resolution patch sees too little of the image) for volumes, `2d` for 2D data."""
+    full-resolution patch sees too little of the image) for volumes, `2d` for 2D data.
+    `device` ('cpu' or 'cuda') is what the budget is for. Each plan's `predicted_iteration_s`
+    is estimated from FLOPs; with `measure_time` and a local device, real training steps are
+    timed instead (seconds to a minute per configuration)."""
     spacings = np.array([c["spacing"] for c in fingerprint["cases"]], dtype=float)
     shapes = np.array([c["shape_after_crop"] for c in fingerprint["cases"]], dtype=float)
     channels = fingerprint["channel_names"]
     labels = fingerprint["labels"]
     common = dict(in_channels=len(channels), num_classes=max(labels.values()) + 1, budget_gb=budget_gb,
                   normalization=[scheme_for_channel(c) for c in channels], num_cases=fingerprint["num_cases"],
-                  base_features=base_features, max_patch_voxels=max_patch_voxels)
+                  base_features=base_features, max_patch_voxels=max_patch_voxels, device=device)
     configs: dict[str, dict[str, Any]] = {}
     if fingerprint["spatial_dims"] == 3:
         full = plan_configuration("3d_fullres", spacings, shapes, **common)
@@ -224,6 +258,14 @@ def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str 
     else:
         sp, sh = (spacings[:, -2:], shapes[:, -2:])
         configs["2d"] = plan_configuration("2d", sp, sh, **common).to_dict()
+    if measure_time:
+        for cfg in configs.values():
+            opts = cfg["model_options"]
+            spec = StepSpec.make(cfg["patch_size"], cfg["batch_size"], common["in_channels"], common["num_classes"],
+                                 opts["features"], opts["kernel_sizes"], opts["strides"])
+            timed = predict_iteration_seconds(spec, device)
+            cfg["predicted_iteration_s"] = round(timed["seconds"], 3)
+            cfg["notes"].append(f"iteration time {timed['how']}")
     return Plans(
         dataset_name=fingerprint["dataset_name"], channel_names=channels, labels=labels,
         intensity=fingerprint["intensity"], configurations=configs,
