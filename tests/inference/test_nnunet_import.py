@@ -166,23 +166,27 @@ def test_logits_equal_nnunet_network(tmp_path, arch, forward):
     torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("mirror", [False, True])
-def test_labels_agree_with_nnunet_predictor(tmp_path, mirror):
+@pytest.mark.parametrize("mirror, spacing, folds", [
+    (False, (2.5, 0.8, 0.8), (0,)),          # at the plan's spacing: nothing is resampled
+    (True, (2.5, 0.8, 0.8), (0,)),
+    (False, (3.0, 0.7, 0.75), (0, 1)),       # resampled there and back, a two-fold ensemble
+], ids=["plan-spacing", "mirrored", "resampled-2-folds"])
+def test_labels_agree_with_nnunet_predictor(tmp_path, mirror, spacing, folds):
     pytest.importorskip("nnunetv2")
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
     plans = R.plans_dict(**FOUR)
-    root = results(tmp_path, plans, R.nnunet_network(plans, 1, 3).state_dict())
+    root = R.write_results_folder(tmp_path / "nnUNetTrainer__nnUNetPlans__3d_fullres", plans, R.dataset_dict(),
+                                  {f: R.nnunet_network(plans, 1, 3, seed=f).state_dict() for f in folds})
     out = import_nnunet(root, tmp_path / "medseg")
-    # At the plan's spacing (no resampling): same preprocessing, network, tiles and weights.
     shape = (24, 96, 96) if not mirror else (24, 64, 64)
-    image, spacing = ct_volume(shape), (2.5, 0.8, 0.8)
+    image = ct_volume(shape)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         ref_predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=mirror,
                                         device=torch.device("cpu"), allow_tqdm=False)
-        R.initialize_nnunet_predictor(ref_predictor, root, (0,))
+        R.initialize_nnunet_predictor(ref_predictor, root, folds)
         ref = ref_predictor.predict_single_npy_array(image.copy(), {"spacing": list(spacing)})
         mine = Predictor.from_model_dir(out, device="cpu", precision="fp32", mirror=mirror,
                                         step=0.5).predict_array(image.copy(), spacing)

@@ -25,9 +25,9 @@ What is mapped, and how exactly:
 - Resampling: nnU-Net's default image resampling (scikit-image's order-3 spline, in-plane
   then order 0 along a coarse z when a spacing ratio exceeds 3) maps to medseg's 'spline',
   which computes the same values; nnU-Net decides separate z per case from the case's
-  spacing, medseg once from the target spacing. At export nnU-Net resamples logits and
-  averages folds' logits, medseg resamples and averages probabilities: near-ties can land
-  differently (measured in docs/benchmarks.md).
+  spacing, medseg from the target spacing (and slice-wise 2-D plans). nnU-Net averages the
+  folds' logits and resamples logits at export; the imported model.json says
+  `"scores": "logits"` and medseg's Predictor does the same.
 """
 
 from __future__ import annotations
@@ -405,15 +405,16 @@ def import_nnunet(results_dir: str | Path, out_dir: str | Path, folds: Sequence[
     cls, kw = architecture(config)
     model_name, options = model_options(cls, kw, spatial_dims, order)
     mirror_axes = ckpts[0].get("inference_allowed_mirroring_axes")
-    if mirror_axes is not None and sorted(int(a) for a in mirror_axes) != list(range(spatial_dims)):
-        notes.append(f"nnU-Net allows mirroring only along axes {tuple(mirror_axes)}; medseg mirrors all or none")
+    # nnU-Net's axis j is medseg's axis forward[j] (2-D plans are never transposed here).
+    medseg_mirror = None if mirror_axes is None else sorted(
+        (forward[int(a)] if spatial_dims == 3 else int(a)) for a in mirror_axes)
     plan = ConfigurationPlan(
         name=config_name, spatial_dims=spatial_dims, target_spacing=target_spacing,
         patch_size=[patch[a] for a in order], batch_size=int(config.get("batch_size", 2)),
         normalization=schemes, model=model_name, model_options=options,
         resampling=_resampling(config, target_spacing, notes),
         median_shape=[int(m) for m in config.get("median_image_size_in_voxels", [])][:spatial_dims],
-        notes=notes,
+        mirror_axes=medseg_mirror, notes=notes,
     )
     desc = {
         "configuration": {"name": plan.name, **plan.to_dict()},
@@ -422,6 +423,8 @@ def import_nnunet(results_dir: str | Path, out_dir: str | Path, folds: Sequence[
         "labels": labels,
         "channel_names": channels,
         "intensity": intensity,
+        # nnU-Net averages the folds' logits and resamples logits to the scan's grid.
+        "scores": "logits",
         "source": {
             "framework": "nnU-Net v2", "results_folder": str(results_dir.resolve()),
             "trainer": ckpts[0].get("trainer_name"), "plans": plans.get("plans_name"),

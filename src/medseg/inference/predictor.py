@@ -32,7 +32,9 @@ class Predictor:
     """Holds the networks of one or more folds; predicts images with geometry.
 
     Scores of all folds are averaged (softmax probabilities), resampled back to the scan's
-    grid one class at a time, arg-maxed, and un-cropped.
+    grid one class at a time, arg-maxed, and un-cropped. A model whose model.json says
+    `"scores": "logits"` (models imported from nnU-Net v2, which does so) averages and
+    resamples logits instead.
     """
 
     def __init__(self, description: dict[str, Any], models: list[torch.nn.Module], device: torch.device,
@@ -128,7 +130,8 @@ class Predictor:
         probs = None
         for forward in self._forwards():
             scores = self._scores(x, forward, mirror_axes)
-            softmax_(scores)
+            if self.desc.get("scores") != "logits":
+                softmax_(scores)
             # Fold probabilities add up in half precision: one compact buffer, whatever the
             # number of folds (arg-max ties at 1e-3 are immaterial).
             if probs is None:

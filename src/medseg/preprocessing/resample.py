@@ -111,25 +111,86 @@ def resample_image(image: np.ndarray, new_shape: Sequence[int], order: str = "li
         return _resample_channels(x, new_shape, order, separate_z).numpy()
 
 
+@lru_cache(maxsize=64)
+def _taps(n: int, m: int, nearest: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per output index along one axis (n -> m samples, voxel centres aligned as torch's
+    align_corners=False): the two source indices and the weight of the second. Nearest is
+    torch's 'nearest-exact' (one source, weight 0)."""
+    j = np.arange(m, dtype=np.float64)
+    if nearest:
+        i0 = np.minimum(np.floor((j + 0.5) * n / m), n - 1).astype(np.int64)
+        return torch.from_numpy(i0), torch.from_numpy(i0), torch.zeros(m)
+    src = np.maximum((j + 0.5) * n / m - 0.5, 0.0)
+    i0 = np.minimum(np.floor(src), n - 1).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n - 1)
+    return torch.from_numpy(i0), torch.from_numpy(i1), torch.from_numpy((src - i0).astype(np.float32))
+
+
+def _linear_box(x: torch.Tensor, taps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+                offsets: Sequence[int]) -> torch.Tensor:
+    """Separable linear interpolation of a crop `x` (*spatial) whose first voxel is at
+    `offsets` of the full grid; `taps` are the full grid's, already cut to the output box.
+    Axes that shrink go first."""
+    order = sorted(range(x.ndim), key=lambda a: len(taps[a][0]) / x.shape[a])
+    for a in order:
+        i0, i1, w = taps[a]
+        interpolate = bool((w > 0).any())
+        if not interpolate and len(i0) == x.shape[a] and bool((i0 - offsets[a] == torch.arange(len(i0))).all()):
+            continue  # this axis does not change
+        lo = x.index_select(a, i0 - offsets[a])
+        if interpolate:
+            shape = [1] * x.ndim
+            shape[a] = -1
+            lo = torch.lerp(lo, x.index_select(a, i1 - offsets[a]), w.view(shape))
+        x = lo
+    return x
+
+
 def resample_label(label: np.ndarray, new_shape: Sequence[int], labels: Sequence[int] | None = None,
                    separate_z: bool = False) -> np.ndarray:
-    """Resample a label map (*spatial) to `new_shape`: one-hot linear per class, arg-max.
+    """Resample a label map (*spatial) to `new_shape`: one-hot linear per class, arg-max
+    (ties to the lower class value). With `separate_z`, nearest along z (axis 0 of 3-D maps).
 
-    Classes are visited one at a time; memory stays at a few output-sized arrays.
+    Classes are visited one at a time, each only inside its own bounding box (outside it its
+    interpolated indicator is exactly 0), so an organ costs its box, not the volume; memory
+    stays at two output-sized arrays however many classes there are.
     """
     if tuple(label.shape) == tuple(new_shape):
         return label
     values = sorted(int(v) for v in (labels if labels is not None else np.unique(label)))
-    best = torch.full(tuple(new_shape), -1.0)
-    out = torch.zeros(tuple(new_shape), dtype=torch.int16)
+    if not values:
+        return np.zeros(tuple(new_shape), dtype=label.dtype)
+    dims = label.ndim
+    full_taps = [_taps(int(n), int(m), separate_z and dims == 3 and a == 0)
+                 for a, (n, m) in enumerate(zip(label.shape, new_shape))]
+    # Before any class: indicator 0 everywhere, so the first class holds every voxel it does
+    # not beat (exactly what visiting it over the whole grid would give).
+    best = torch.zeros(tuple(new_shape), dtype=torch.float32)
+    out = torch.full(tuple(new_shape), values[0], dtype=torch.int64)
     with torch.inference_mode():
         lab = torch.from_numpy(np.ascontiguousarray(label))
         for v in values:
-            onehot = (lab == v).to(torch.float32)[None]
-            p = _resample_channels(onehot, new_shape, "linear", separate_z)[0]
-            better = p > best
-            best = torch.where(better, p, best)
-            out[better] = v
+            mask = lab == v
+            in_box, out_box, taps = [], [], []
+            for a in range(dims):
+                hits = torch.nonzero(mask.any(dim=tuple(d for d in range(dims) if d != a))).flatten()
+                if hits.numel() == 0:
+                    break
+                first, last = int(hits[0]), int(hits[-1])
+                i0, i1, w = full_taps[a]
+                j0 = int(torch.searchsorted(i1, first, right=False))
+                j1 = int(torch.searchsorted(i0, last, right=True))
+                out_box.append(slice(j0, j1))
+                lo, hi = int(i0[j0]), int(i1[j1 - 1]) + 1
+                in_box.append(slice(lo, hi))
+                taps.append((i0[j0:j1], i1[j0:j1], w[j0:j1]))
+            if len(out_box) < dims or any(b.stop <= b.start for b in out_box):
+                continue  # class absent
+            p = _linear_box(mask[tuple(in_box)].to(torch.float32), taps, [b.start for b in in_box])
+            region_best, region_out = best[tuple(out_box)], out[tuple(out_box)]
+            better = p > region_best
+            region_out.masked_fill_(better, v)
+            torch.maximum(region_best, p, out=region_best)
     return out.numpy().astype(label.dtype, copy=False)
 
 
