@@ -75,7 +75,7 @@ def is_local(device: str) -> bool:
     return True
 
 
-def reduced_for_measuring(spec: StepSpec, max_seconds: float) -> StepSpec:
+def reduced_for_measuring(spec: StepSpec, max_seconds: float, steps: int = MEASURED_STEPS) -> StepSpec:
     """The same network on a smaller patch (one stride step off the largest axis at a time,
     never below twice the total stride, so the lowest stage keeps 2 voxels per axis for its
     instance norm) whose measurement (start, warm-up and timed steps) should fit in
@@ -86,7 +86,7 @@ def reduced_for_measuring(spec: StepSpec, max_seconds: float) -> StepSpec:
     def cost(p: list[int]) -> float:
         s = StepSpec.make(p, spec.batch_size, spec.in_channels, spec.num_classes, spec.features,
                           spec.kernel_sizes, spec.strides, spec.conv_per_stage, spec.deep_supervision)
-        return PROCESS_START_S + (MEASURED_STEPS + 1) * estimate_iteration_seconds(s, "cpu")
+        return PROCESS_START_S + (steps + 1) * estimate_iteration_seconds(s, "cpu")
 
     while cost(patch) > max_seconds:
         shrinkable = [a for a in range(len(patch)) if patch[a] > 2 * divisor[a]]
@@ -98,24 +98,24 @@ def reduced_for_measuring(spec: StepSpec, max_seconds: float) -> StepSpec:
                          spec.kernel_sizes, spec.strides, spec.conv_per_stage, spec.deep_supervision)
 
 
-def predict_iteration_seconds(spec: StepSpec, device: str, measure: bool = True,
-                              max_seconds: float = 60.0) -> dict[str, Any]:
+def predict_iteration_seconds(spec: StepSpec, device: str, measure: bool = True, max_seconds: float = 60.0,
+                              steps: int = MEASURED_STEPS) -> dict[str, Any]:
     """Seconds one training iteration takes on `device`, and how that was found.
 
-    With `measure` and a local device: real steps are timed (on a smaller patch, scaled by
-    FLOPs, when the full patch would take longer than `max_seconds` to measure). Otherwise the
-    FLOP count at `DEVICE_FLOPS[device]`. Returns `{seconds, how}`, and when measured also
+    With `measure` and a local device: `steps` real steps are timed after a warm-up step (on a
+    smaller patch, scaled by FLOPs, when the full patch would take longer than `max_seconds`
+    to measure). Otherwise the FLOP count at `DEVICE_FLOPS[device]`. Returns `{seconds, how}`, and when measured also
     `measurement` (what `measure_training_step` returned, peak bytes included)."""
     kind = "cuda" if str(device).startswith("cuda") else "cpu"
     if not (measure and is_local(kind)):
         rate = DEVICE_FLOPS[kind]
         return {"seconds": estimate_iteration_seconds(spec, kind),
                 "how": f"estimated: {training_flops(spec) / 1e9:.3g} GFLOP at {rate / 1e9:.4g} GFLOP/s ({kind})"}
-    small = reduced_for_measuring(spec, max_seconds)
-    result = measure_training_step(small, device=kind, steps=MEASURED_STEPS)
+    small = reduced_for_measuring(spec, max_seconds, steps)
+    result = measure_training_step(small, device=kind, steps=steps)
     seconds = result["step_seconds"]
     if small.patch_size == spec.patch_size:
-        return {"seconds": seconds, "how": f"measured: median of {MEASURED_STEPS} training steps on {kind}",
+        return {"seconds": seconds, "how": f"measured: median of {steps} training steps on {kind}",
                 "measurement": result}
     seconds *= training_flops(spec) / training_flops(small)
     return {"seconds": seconds, "measurement": result,
