@@ -244,6 +244,7 @@ def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str 
                   normalization=[scheme_for_channel(c) for c in channels], num_cases=fingerprint["num_cases"],
                   base_features=base_features, max_patch_voxels=max_patch_voxels, device=device)
     configs: dict[str, dict[str, Any]] = {}
+    mirror = fingerprint.get("mirror_axes")
     if fingerprint["spatial_dims"] == 3:
         full = plan_configuration("3d_fullres", spacings, shapes, **common)
         configs["3d_fullres"] = full.to_dict()
@@ -266,6 +267,11 @@ def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str 
             timed = predict_iteration_seconds(spec, device)
             cfg["predicted_iteration_s"] = round(timed["seconds"], 3)
             cfg["notes"].append(f"iteration time {timed['how']}")
+    if mirror is not None:
+        for name, cfg in configs.items():
+            # A 2D configuration on volumes has axes (y, x): shift the volume's axes down by one.
+            shift = 3 - cfg["spatial_dims"] if fingerprint["spatial_dims"] == 3 else 0
+            cfg["mirror_axes"] = [a - shift for a in mirror if a - shift >= 0]
     return Plans(
         dataset_name=fingerprint["dataset_name"], channel_names=channels, labels=labels,
         intensity=fingerprint["intensity"], configurations=configs,
