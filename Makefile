@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml Makefile
 	# A CPU build of torch first, so the `torch>=2.3` requirement below installs nothing more.
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[test,onnx,compare]'
+	# nnU-Net's network definitions, for the importer's tests; --no-deps keeps torch as it is.
+	$(BIN)/pip install --quiet --no-deps dynamic-network-architectures
 	touch $(STAMP)
 
 install: $(STAMP)
