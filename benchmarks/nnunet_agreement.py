@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# (spacing, shape) in nnU-Net's axis order: the plan's spacing, then two that need resampling.
 CASES = [((2.5, 0.8, 0.8), (32, 128, 128)), ((3.0, 0.7, 0.75), (28, 110, 104)), ((1.0, 1.0, 1.0), (70, 90, 90))]
 
 
@@ -59,7 +60,11 @@ def main() -> None:
         print("| volume (z, y, x) at spacing (mm) | folds | mirroring | labels equal | inside the outermost layer "
               "| nnU-Net s | medseg s |")
         print("|---|---|---|---|---|---|---|")
-        for spacing, shape in CASES:
+        backward = [int(a) for a in np.argsort(args.transpose)]
+        for nn_spacing, nn_shape in CASES:
+            # CASES are in nnU-Net's (transposed) axis order; the scan's axis k is its axis backward[k].
+            spacing = tuple(nn_spacing[a] for a in backward)
+            shape = tuple(nn_shape[a] for a in backward)
             image = volume(shape)
             for folds in ((0,), (0, 1)):
                 for mirror in (False,) if args.no_mirror else (False, True):
