@@ -16,8 +16,9 @@ What a case holds (sizes at ``shape_scale=1``; all lengths scale with ``shape_sc
   discs every 25-32 mm) flanked by two paraspinal muscles, a vessel-like tube in front of it,
   an oblique vessel crossing the slices and three or four small blobs; muscles, vessels and
   blobs are about as bright as the organ, so a threshold picks them up too;
-- label 1, "organ": a smoothly deformed ellipsoid (65-80 HU) of random size, orientation and
-  position, semi-axes 16-30 mm, kept 3 mm clear of its neighbours;
+- label 1, "organ": a smoothly deformed ellipsoid (65-80 HU, at least 28 HU above the soft
+  tissue) of random size, orientation and position, semi-axes 16-30 mm, kept 3 mm clear of
+  its neighbours;
 - label 2, "lesion": a smaller deformed ellipsoid strictly inside the organ (never touching
   anything else), 30-40 HU darker (so in the range of soft tissue; even case numbers) or
   brighter (odd case numbers) than it, semi-axes 8-12 mm (capped to 0.62 of the organ's
@@ -246,7 +247,7 @@ class _Phantom:
 
         # Intensities (HU).
         hu_tissue = u(34, 44)
-        hu_organ = u(65, 80)
+        hu_organ = max(u(65, 80), hu_tissue + 28)
         darker = p.random() < 0.5 if self.lesion_darker is None else self.lesion_darker
         hu_lesion = hu_organ + (-1 if darker else 1) * u(30, 40)
         hu_muscle = hu_organ + u(-10, 0)
