@@ -174,6 +174,19 @@ def _link(target: Path, link: Path) -> None:
         shutil.copyfile(target, link)
 
 
+def pooled_dice(summary: dict) -> dict[str, float]:
+    """Per class, Dice over all cases' voxels at once (the slabs put back together), from the
+    tp/fp/fn of an `evaluate_folders` summary; NaN where a class is absent everywhere."""
+    pooled = {}
+    for label in summary["labels"]:
+        tp = fp = fn = 0
+        for row in summary["metric_per_case"]:
+            m = row["metrics"][label]
+            tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
+        pooled[label] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
+    return pooled
+
+
 def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = None,
                     out_dir: str | Path | None = None, subset: str = "val") -> dict:
     """Run the baseline of a real dataset on its `subset` cases ("val", "train" or "all") and score it.
@@ -217,14 +230,7 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
             _link(case.label, ref_dir / case.label.name)
         summary = evaluate_folders(pred_dir, ref_dir, dataset_json=root, metrics=BASELINE_METRICS,
                                    out_dir=pred_dir)
-    pooled = {}
-    for label in summary["labels"]:
-        tp = fp = fn = 0
-        for row in summary["metric_per_case"]:
-            m = row["metrics"][label]
-            tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
-        pooled[label] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else float("nan")
     baseline = {"brain-extraction": "otsu_brain_mask", "brain-tissue": "kmeans_tissue",
                 "subcortical": "atlas_copy(neuromorphometrics)"}[name]
     return {**summary, "baseline": baseline, "dataset": name, "subset": subset,
-            "cases": sorted(c.case_id for c in cases), "pooled_dice": pooled}
+            "cases": sorted(c.case_id for c in cases), "pooled_dice": pooled_dice(summary)}

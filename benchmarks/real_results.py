@@ -1,0 +1,106 @@
+"""Train and score medseg on a real dataset, beside its classical baseline, on this CPU.
+
+One command per dataset (docs/results.md):
+
+    .venv/bin/python benchmarks/real_results.py brain-extraction --minutes 20 --workdir /tmp/real
+
+It fetches the dataset (medseg.data.real), fingerprints, plans for the CPU (`--budget-gb`,
+`--max-patch-voxels`), preprocesses, trains fold 0 of the dataset's own split (the slabs or
+hemispheres of docs/real-data.md: fold 0 validation = the dataset's validation cases) for
+`--minutes` of training, predicts the validation cases, evaluates them, writes the HTML report,
+runs the dataset's baseline on the same cases, and prints one JSON line with both scores and
+the times. Nothing here is tuned per dataset beyond the flags printed in that line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from medseg.data.real import fetch_dataset
+from medseg.data.real.baselines import baseline_scores, pooled_dice
+from medseg.evaluation import evaluate_folders, format_table, write_report
+from medseg.inference.predictor import Predictor
+from medseg.io.dataset import find_cases, read_dataset_info
+from medseg.pipeline import run_fingerprint, run_plan, run_preprocess, run_train
+from medseg.training.config import TrainingConfig
+from medseg.utils.files import read_json, write_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dataset", choices=["brain-extraction", "brain-tissue", "subcortical"])
+    ap.add_argument("--workdir", default="real_results", help="parent folder; DATASET/ is made inside")
+    ap.add_argument("--minutes", type=float, default=20.0, help="training time budget")
+    ap.add_argument("--config", default="3d_fullres")
+    ap.add_argument("--budget-gb", type=float, default=4.0)
+    ap.add_argument("--max-patch-voxels", type=int, default=48 * 96 * 96)
+    ap.add_argument("--base-features", type=int, default=32)
+    ap.add_argument("--iters-per-epoch", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+
+    root = Path(args.workdir) / args.dataset
+    if root.exists():
+        shutil.rmtree(root)
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    raw = fetch_dataset(args.dataset, root / "raw")
+    times["fetch_s"] = time.perf_counter() - t
+    wd = root / "work"
+    wd.mkdir(parents=True)
+
+    t = time.perf_counter()
+    run_fingerprint(raw, wd, workers=2, verbose=True)
+    run_plan(raw, wd, budget_gb=args.budget_gb, device="cpu", base_features=args.base_features,
+             max_patch_voxels=args.max_patch_voxels, verbose=True, measure_time=True)
+    run_preprocess(raw, wd, args.config, workers=2, verbose=True)
+    times["fingerprint_plan_preprocess_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    cfg = TrainingConfig(epochs=1000, iters_per_epoch=args.iters_per_epoch, val_iters=5,
+                         max_time_s=args.minutes * 60, seed=args.seed)
+    train = run_train(raw, wd, args.config, 0, cfg, verbose=True)
+    times["train_s"] = time.perf_counter() - t
+
+    # Fold 0's validation cases are the dataset's validation split (its splits.json).
+    val = set(read_json(wd / "splits.json")[0]["val"])
+    info = read_dataset_info(raw)
+    cases = [c for c in find_cases(raw, info) if c.case_id in val]
+    ref_dir = root / "references"
+    ref_dir.mkdir()
+    for c in cases:
+        (ref_dir / c.label.name).symlink_to(c.label.resolve())
+    t = time.perf_counter()
+    predictor = Predictor.from_model_dir(wd / "models" / args.config, folds=[0], progress=True)
+    pred_dir = wd / "predictions"
+    predictor.predict_folder([c.images[0] for c in cases], pred_dir)
+    times["predict_s"] = time.perf_counter() - t
+    summary = evaluate_folders(pred_dir, ref_dir, dataset_json=raw / "dataset.json", out_dir=wd / "evaluation")
+    print(format_table(summary))
+    report = write_report(wd, images_dir=raw / "imagesTr", ref_dir=ref_dir)
+    base = baseline_scores(raw, out_dir=root / "baseline")
+
+    result = {
+        "dataset": args.dataset, "args": vars(args), "cases": sorted(val),
+        "epochs": train["epochs"], "times_s": {k: round(v, 1) for k, v in times.items()},
+        "medseg": {"dice_mean": {k: round(v["dice"], 4) for k, v in summary["mean"].items()},
+                   "dice_pooled": {k: round(v, 4) for k, v in pooled_dice(summary).items()},
+                   "foreground_dice_mean": round(summary["foreground_mean"]["dice"], 4),
+                   "hd95_mean": {k: round(v["hd95"], 2) for k, v in summary["mean"].items()}},
+        "baseline": {"name": base["baseline"],
+                     "dice_mean": {k: round(v["dice"], 4) for k, v in base["mean"].items()},
+                     "dice_pooled": {k: round(v, 4) for k, v in base["pooled_dice"].items()}},
+        "report": str(report),
+    }
+    write_json(root / "result.json", result)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
