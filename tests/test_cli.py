@@ -123,3 +123,10 @@ def test_outputs_are_not_private(dataset, tmp_path, capsys):
     umask = os.umask(0)
     os.umask(umask)
     assert mode == 0o666 & ~umask
+
+
+def test_predict_accepts_device_and_precision(tmp_path, capsys):
+    code, _, err = run(capsys, "predict", "-i", tmp_path, "-o", tmp_path / "out", "-m", tmp_path / "no_model",
+                       "--device", "cpu", "--precision", "fp32")
+    assert code == 2
+    assert_one_line_error(err, "model.json")

@@ -289,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what a CPU user wants: step 0.5, no mirroring, bf16 where the CPU runs it natively")
     preset.add_argument("--accurate", action="store_true", help="step 0.5 with mirroring over all axes (8x slower in 3D)")
     s.add_argument("--tile-batch", type=int, default=1, help="tiles per network call (default 1)")
+    s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto = bf16 where the hardware runs it natively, else fp32")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                    help="run the exported ONNX model with ONNX Runtime (after `medseg export`)")
 
