@@ -109,6 +109,9 @@ def format_plans(plans: Plans) -> str:
             ("predicted memory", f"{c.predicted_memory_gb} GB" if c.predicted_memory_gb is not None else "-"),
             ("iteration time", _seconds(c.predicted_iteration_s)),
         ]
+        if c.previous_stage:
+            rows.append(("previous stage", f"{c.previous_stage} (its segmentation: "
+                                           f"{max(plans.labels.values())} more input channel(s))"))
         lines += [f"  {k:<20} {v}" for k, v in rows]
         lines += [f"  note: {n}" for n in c.notes]
     return "\n".join(lines)

@@ -229,10 +229,24 @@ def rule_lowres(full: ConfigurationPlan, spacings: np.ndarray, shapes: np.ndarra
     return None
 
 
+def rule_cascade(full: ConfigurationPlan, *, in_channels: int, num_classes: int, device: str) -> dict[str, Any]:
+    """`3d_cascade_fullres` whenever there is a `3d_lowres`: `3d_fullres` (inherited) whose
+    network also reads the low-resolution segmentation, one-hot over the foreground classes, as
+    `num_classes - 1` more input channels. Only the predicted memory changes (a wider input)."""
+    extra = num_classes - 1
+    opts = full.model_options
+    mem = estimate_training_bytes(full.patch_size, full.batch_size, in_channels + extra, num_classes, opts["features"],
+                                  opts["kernel_sizes"], opts["strides"], dtype=training_dtype(device), device=device)
+    return {"inherits": full.name, "previous_stage": "3d_lowres", "predicted_memory_gb": round(mem / GB, 3),
+            "notes": [f"cascade: {full.name} with the 3d_lowres segmentation as {extra} more input channel(s) "
+                      "(one-hot, foreground classes)"]}
+
+
 def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str = "cuda",
                base_features: int = 32, max_patch_voxels: int | None = None, measure_time: bool = False) -> Plans:
-    """Plans for every configuration the data allow: `3d_fullres` (and `3d_lowres` when a
-    full-resolution patch sees too little of the image) for volumes, `2d` for 2D data.
+    """Plans for every configuration the data allow: `3d_fullres` (and `3d_lowres` with the
+    `3d_cascade_fullres` that follows it, when a full-resolution patch sees too little of the
+    image) for volumes, `2d` for 2D data.
     `device` ('cpu' or 'cuda') is what the budget is for. Each plan's `predicted_iteration_s`
     is estimated from FLOPs; with `measure_time` and a local device, real training steps are
     timed instead (seconds to a minute per configuration)."""
@@ -272,6 +286,9 @@ def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str 
             # A 2D configuration on volumes has axes (y, x): shift the volume's axes down by one.
             shift = 3 - cfg["spatial_dims"] if fingerprint["spatial_dims"] == 3 else 0
             cfg["mirror_axes"] = [a - shift for a in mirror if a - shift >= 0]
+    if "3d_lowres" in configs:  # inherits the full-resolution plan, mirror axes included
+        configs["3d_cascade_fullres"] = rule_cascade(full, in_channels=common["in_channels"],
+                                                     num_classes=common["num_classes"], device=device)
     return Plans(
         dataset_name=fingerprint["dataset_name"], channel_names=channels, labels=labels,
         intensity=fingerprint["intensity"], configurations=configs,

@@ -34,6 +34,9 @@ class ConfigurationPlan:
     median_shape: list[int] = field(default_factory=list)
     loss: str = "dice_ce"
     mirror_axes: list[int] | None = None  # spatial axes augmentation and test-time mirroring may flip
+    # A cascade stage: the configuration whose segmentation (one-hot, foreground classes) is
+    # added to the network's input channels (nnU-Net's `3d_cascade_fullres` after `3d_lowres`).
+    previous_stage: str | None = None
     predicted_memory_gb: float | None = None
     predicted_iteration_s: float | None = None
     notes: list[str] = field(default_factory=list)
@@ -72,6 +75,10 @@ class Plans:
         if unknown:
             raise MedsegError(f"configuration '{name}' has unknown keys: {', '.join(unknown)}")
         raw = {k: v for k, v in raw.items() if k in known}
+        previous = raw.get("previous_stage")
+        if previous is not None and (previous == name or previous not in self.configurations):
+            raise MedsegError(f"configuration '{name}' names previous_stage '{previous}', which is not "
+                              f"another configuration of the plans ({', '.join(self.configurations)})")
         try:
             return ConfigurationPlan(name=name, **raw)
         except TypeError as err:

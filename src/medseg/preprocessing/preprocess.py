@@ -1,5 +1,9 @@
 """Preprocess cases for a configuration: crop, normalise, resample; store for cheap patch reads.
 
+Configurations that preprocess alike share one folder (nnU-Net's shared data identifier): one
+that inherits another and keeps its spacing, normalisation and resampling (`3d_cascade_fullres`
+from `3d_fullres`, or `3d_fullres_bs4`) uses the folder of the one it inherits.
+
 Per case, in `preprocessed/<config>/`:
   CASE.npy        (C, z, y, x) float32, read with memory mapping during training
   CASE_seg.npy    (z, y, x) int16 label map
@@ -103,12 +107,37 @@ def _preprocess_one(files: CaseFiles, plan: ConfigurationPlan, intensity: list[d
     return files.case_id
 
 
+# What decides the preprocessed arrays; configurations equal in these share them.
+PREPROCESSING_FIELDS = ("spatial_dims", "target_spacing", "normalization", "resampling")
+
+
+def data_configuration(plans: Plans, config: str) -> str:
+    """The configuration whose preprocessed arrays `config` uses: the furthest ancestor along
+    `inherits` that preprocesses exactly as `config` does (`config` itself if none)."""
+    plan = plans.configuration(config)
+    name = config
+    parent = plans.configurations[name].get("inherits")
+    while parent is not None:
+        other = plans.configuration(parent)
+        if any(getattr(other, f) != getattr(plan, f) for f in PREPROCESSING_FIELDS):
+            break
+        name, parent = parent, plans.configurations[parent].get("inherits")
+    return name
+
+
+def preprocessed_dir(workdir: str | Path, plans: Plans, config: str) -> Path:
+    """Where `config`'s preprocessed arrays are: `preprocessed/<its data configuration>/`."""
+    return Path(workdir) / "preprocessed" / data_configuration(plans, config)
+
+
 def preprocess_dataset(dataset: str | Path, workdir: str | Path, plans: Plans, config: str,
                        workers: int = 1, progress: bool = False) -> Path:
-    """Preprocess every training case of `dataset` for `config`; returns the output folder."""
+    """Preprocess every training case of `dataset` for `config` into the folder of its data
+    configuration; returns that folder."""
+    config = data_configuration(plans, config)
     plan = plans.configuration(config)
     info = read_dataset_info(dataset)
-    out_dir = Path(workdir) / "preprocessed" / config
+    out_dir = preprocessed_dir(workdir, plans, config)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = info.foreground_labels
     jobs = [(c, plan, plans.intensity, classes, out_dir, i) for i, c in enumerate(find_cases(dataset, info))]

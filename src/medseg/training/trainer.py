@@ -23,6 +23,7 @@ from medseg.errors import MedsegError
 from medseg.losses import DeepSupervisionLoss, create_loss
 from medseg.models import create_model
 from medseg.planning.plans import ConfigurationPlan, Plans
+from medseg.preprocessing.preprocess import preprocessed_dir
 from medseg.training.checkpoint import load_optimizer_tensors, model_weights, read_checkpoint, save_checkpoint
 from medseg.training.config import TrainingConfig
 from medseg.training.device import autocast, resolve_device, resolve_precision
@@ -120,7 +121,7 @@ class Trainer:
         self.plans = plans
         self.plan = plans.configuration(config)
         self.cfg = cfg
-        self.data_dir = self.workdir / "preprocessed" / config
+        self.data_dir = preprocessed_dir(self.workdir, plans, config)
         if not (self.data_dir / "plan.json").exists():
             raise MedsegError("not preprocessed for this configuration; run `medseg preprocess` first", self.data_dir)
         self.dist = init_distributed(resolve_device(cfg.device))
