@@ -2,7 +2,8 @@
 
 A fraction of each batch (`oversample`, default 1/3) is centred on a random voxel of a
 random foreground class present in the case; the rest is placed uniformly. Patches that
-reach past the case are padded: image with 0 (the normalised mean), labels with 0.
+reach past the case are padded: image with 0 (the normalised mean), labels with 0. A cascade
+stage also reads the previous stage's segmentation at the same place (`sample_previous`).
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from medseg.errors import MedsegError
 
 
 class PreprocessedCase:
-    """Memory-mapped arrays of one preprocessed case."""
+    """Memory-mapped arrays of one preprocessed case; with `previous_dir`, also the previous
+    stage's segmentation of the case on the same grid (a cascade stage's extra input)."""
 
-    def __init__(self, folder: Path, case_id: str):
+    def __init__(self, folder: Path, case_id: str, previous_dir: Path | None = None):
         self.case_id = case_id
         try:
             self.image = np.load(folder / f"{case_id}.npy", mmap_mode="r", allow_pickle=False)
@@ -27,24 +29,49 @@ class PreprocessedCase:
         except FileNotFoundError as err:
             raise MedsegError("preprocessed case is missing; run `medseg preprocess` first", err.filename) from None
         self.classes = sorted(set(self.fg[:, 0].tolist())) if len(self.fg) else []
+        self.previous = None if previous_dir is None else _load_previous(Path(previous_dir) / f"{case_id}.npy",
+                                                                         self.seg.shape)
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.seg.shape)
 
 
-def read_patch(case: PreprocessedCase, start: Sequence[int], size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Patch of `size` whose first voxel is `start` (may be negative or run past the end)."""
-    shape = case.shape
+def _load_previous(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        prev = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise MedsegError("previous-stage prediction is missing; run `medseg predict-next-stage`", path) from None
+    if prev.shape != shape:
+        raise MedsegError(f"previous-stage prediction has shape {list(prev.shape)} but the preprocessed case "
+                          f"{list(shape)}; run `medseg predict-next-stage` again", path)
+    return prev
+
+
+def _window(array: np.ndarray, start: Sequence[int], size: Sequence[int], dtype) -> np.ndarray:
+    """A copy of `array`'s trailing spatial axes from `start` (may be negative or run past the
+    end; the outside reads 0), leading axes (channels) kept whole."""
+    lead = (slice(None),) * (array.ndim - len(size))
+    shape = array.shape[-len(size):]
     lo = [max(s, 0) for s in start]
     hi = [min(s + n, d) for s, n, d in zip(start, size, shape)]
-    img = np.zeros((case.image.shape[0], *size), dtype=np.float32)
-    seg = np.zeros(tuple(size), dtype=np.int16)
+    out = np.zeros((*array.shape[:array.ndim - len(size)], *size), dtype=dtype)
     src = tuple(slice(a, b) for a, b in zip(lo, hi))
     dst = tuple(slice(a - s, b - s) for a, b, s in zip(lo, hi, start))
-    img[(slice(None),) + dst] = case.image[(slice(None),) + src]
-    seg[dst] = case.seg[src]
-    return img, seg
+    out[lead + dst] = array[lead + src]
+    return out
+
+
+def read_patch(case: PreprocessedCase, start: Sequence[int], size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Patch of `size` whose first voxel is `start` (may be negative or run past the end)."""
+    return _window(case.image, start, size, np.float32), _window(case.seg, start, size, np.int16)
+
+
+def read_previous(case: PreprocessedCase, start: Sequence[int], size: Sequence[int]) -> np.ndarray:
+    """The previous stage's segmentation at the patch `read_patch` reads (background outside)."""
+    if case.previous is None:
+        raise ValueError(f"case {case.case_id} was loaded without a previous stage")
+    return _window(case.previous, start, size, np.int16)
 
 
 class PatchSampler:
@@ -56,14 +83,17 @@ class PatchSampler:
     """
 
     def __init__(self, folder: str | Path, case_ids: Sequence[str], patch_size: Sequence[int], batch_size: int,
-                 oversample: float = 1 / 3, seed: int = 0, cut_size: Sequence[int] | None = None):
+                 oversample: float = 1 / 3, seed: int = 0, cut_size: Sequence[int] | None = None,
+                 previous_dir: str | Path | None = None):
         """`cut_size` (>= patch_size): read this much around the patch's centre, for spatial
         augmentation that needs context beyond the final patch; placement still follows the
-        final `patch_size`."""
+        final `patch_size`. `previous_dir`: the previous stage's segmentations (CASE.npy on the
+        preprocessed grid), read by `sample_previous` at the same places."""
         folder = Path(folder)
         if not case_ids:
             raise MedsegError("no cases to sample from", folder)
-        self.cases = [PreprocessedCase(folder, c) for c in case_ids]
+        prev = Path(previous_dir) if previous_dir is not None else None
+        self.cases = [PreprocessedCase(folder, c, prev) for c in case_ids]
         self.patch_size = list(patch_size)
         self.batch_size = batch_size
         self.oversample = oversample
@@ -91,12 +121,13 @@ class PatchSampler:
         # Uniform over placements; a patch larger than the case is centred with jitter.
         return [int(rng.integers(min(0, d - n), max(0, d - n) + 1)) for d, n in zip(shape, size)]
 
-    def sample(self, step: int, indices: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Samples `indices` (default: all) of the global batch of `step`:
-        (image (b, C, *patch) float32, labels (b, *patch) int16)."""
+    def _placements(self, step: int, indices: Sequence[int] | None
+                    ) -> list[tuple[PreprocessedCase, list[int], list[int]]]:
+        """(case, first voxel, size) of what samples `indices` of step `step` read: a function
+        of (seed, step, index) only."""
         indices = range(self.batch_size) if indices is None else indices
         n_fg = int(round(self.batch_size * self.oversample))
-        images, segs = [], []
+        out = []
         for i in indices:
             rng = self.sample_rng(step, i)
             case = self.cases[rng.integers(len(self.cases))]
@@ -104,9 +135,28 @@ class PatchSampler:
             start = self._start(rng, case, i >= self.batch_size - n_fg)
             size = self._size(case, self.cut_size)
             margin = [(c - p) // 2 for c, p in zip(size, self._size(case))]
-            img, seg = read_patch(case, [s - m for s, m in zip(start, margin)], size)
-            if len(size) > len(self.patch_size):  # a 2D patch from a volume: drop the slice axis
+            out.append((case, [s - m for s, m in zip(start, margin)], size))
+        return out
+
+    def _flat(self, size: list[int]) -> bool:
+        return len(size) > len(self.patch_size)  # a 2D patch from a volume: drop the slice axis
+
+    def sample(self, step: int, indices: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Samples `indices` (default: all) of the global batch of `step`:
+        (image (b, C, *patch) float32, labels (b, *patch) int16)."""
+        images, segs = [], []
+        for case, start, size in self._placements(step, indices):
+            img, seg = read_patch(case, start, size)
+            if self._flat(size):
                 img, seg = img[:, 0], seg[0]
             images.append(img)
             segs.append(seg)
         return np.stack(images), np.stack(segs)
+
+    def sample_previous(self, step: int, indices: Sequence[int] | None = None) -> np.ndarray:
+        """The previous stage's segmentation (b, *patch) int16 where `sample(step, indices)` reads."""
+        out = []
+        for case, start, size in self._placements(step, indices):
+            prev = read_previous(case, start, size)
+            out.append(prev[0] if self._flat(size) else prev)
+        return np.stack(out)

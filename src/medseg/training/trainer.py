@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from medseg.augmentation import AugmentationConfig, Augmenter
+from medseg.augmentation.cascade import PerturbationConfig
 from medseg.errors import MedsegError
 from medseg.losses import DeepSupervisionLoss, create_loss
 from medseg.models import create_model
@@ -29,6 +30,7 @@ from medseg.training.config import TrainingConfig
 from medseg.training.device import autocast, resolve_device, resolve_precision
 from medseg.training.distributed import device_for_rank, init_distributed, shutdown
 from medseg.training.loader import BackgroundLoader
+from medseg.training.previous_stage import PreviousStageChannels, network_in_channels, require_previous_predictions
 from medseg.training.progress import plot_progress
 from medseg.training.sampler import PatchSampler
 from medseg.training.splits import fold_cases, load_or_make_splits
@@ -77,7 +79,7 @@ def build_model(desc: dict[str, Any], deep_supervision: bool | None = None) -> t
     if deep_supervision is not None:
         options["deep_supervision"] = deep_supervision
     cfg = desc["configuration"]
-    return create_model(desc["model"], spatial_dims=cfg["spatial_dims"], in_channels=len(desc["channel_names"]),
+    return create_model(desc["model"], spatial_dims=cfg["spatial_dims"], in_channels=network_in_channels(desc),
                         num_classes=max(desc["labels"].values()) + 1, **options)
 
 
@@ -135,6 +137,9 @@ class Trainer:
         self.dist.barrier()
         splits = load_or_make_splits(self.workdir / "splits.json", case_ids)
         self.train_ids, self.val_ids = fold_cases(splits, fold)
+        # A cascade stage reads the previous stage's cross-validation predictions (checked here).
+        self.previous_dir = (require_previous_predictions(self.workdir, self.plan, self.train_ids + self.val_ids)
+                             if self.plan.previous_stage else None)
         self.desc = model_description(plans, self.plan, model_name, model_options)
         # The model may need another patch or loss than the plan's (see model_description).
         self.plan = ConfigurationPlan(**self.desc["configuration"])
@@ -155,14 +160,21 @@ class Trainer:
 
     def _batch_producer(self, sampler: PatchSampler, augmenter: Augmenter | None, seed: int):
         share = self.dist.share(sampler.batch_size)
+        previous = None
+        if self.previous_dir is not None:  # training perturbs the previous stage (with augmentation)
+            previous = PreviousStageChannels(max(self.plans.labels.values()) + 1, augmenter,
+                                             PerturbationConfig() if augmenter is not None else None, seed)
 
         def produce(step: int) -> tuple[torch.Tensor, torch.Tensor]:
             img, seg = sampler.sample(step, share)
             x, y = torch.from_numpy(img), torch.from_numpy(seg)
+            params = None
             if augmenter is not None:
                 # One generator per global sample index: any split over ranks draws the same.
                 params = [augmenter.sample_one(x.shape[1], sample_generator(seed, step, i)) for i in share]
                 x, y = augmenter.apply(x, y, params)
+            if previous is not None:
+                x = previous(x, torch.from_numpy(sampler.sample_previous(step, share)), params, step, share)
             return x, y
 
         return produce
@@ -205,9 +217,10 @@ class Trainer:
         augmenter = self.augmenter() if cfg.augmentation else None
         train_sampler = PatchSampler(self.data_dir, self.train_ids, plan.patch_size, plan.batch_size,
                                      cfg.oversample, seed=cfg.seed,
-                                     cut_size=augmenter.input_patch_size() if augmenter else None)
+                                     cut_size=augmenter.input_patch_size() if augmenter else None,
+                                     previous_dir=self.previous_dir)
         val_sampler = PatchSampler(self.data_dir, self.val_ids, plan.patch_size, plan.batch_size,
-                                   cfg.oversample, seed=cfg.seed + 1)
+                                   cfg.oversample, seed=cfg.seed + 1, previous_dir=self.previous_dir)
         self.log.info("training %s %s: %d train / %d val cases, patch %s, batch %d (%d process(es)), %s on %s",
                       plan.name, self.paths.fold_dir.name, len(self.train_ids), len(self.val_ids),
                       plan.patch_size, plan.batch_size, self.dist.world_size, self.precision, self.device)
