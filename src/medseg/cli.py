@@ -89,6 +89,14 @@ def _train(a: argparse.Namespace) -> int:
     return 0
 
 
+@command("predict-next-stage")
+def _predict_next_stage(a: argparse.Namespace) -> int:
+    from medseg.pipeline import run_predict_next_stage
+    run_predict_next_stage(a.dataset, a.workdir, a.configuration, a.folds, verbose=True, checkpoint=a.checkpoint,
+                           device=a.device, step=a.step, mirror=a.mirror, tile_batch=a.tile_batch)
+    return 0
+
+
 def _options(pairs: list[str] | None) -> dict:
     """`key=value` pairs; values are read as JSON where they parse (numbers, true, lists)."""
     import json
@@ -114,7 +122,8 @@ def _predict(a: argparse.Namespace) -> int:
         step, mirror = 0.5, True
     pred = Predictor.from_model_dir(a.model_dir, folds=a.folds, checkpoint=a.checkpoint, device=a.device,
                                     precision=precision, step=step, mirror=mirror, progress=True,
-                                    tile_batch=a.tile_batch, backend=a.backend)
+                                    tile_batch=a.tile_batch, backend=a.backend,
+                                    previous_stage_predictions=a.previous_stage_predictions)
     written = pred.predict_folder(a.input, a.output)
     print(f"wrote {len(written)} label map(s) to {a.output}")
     return 0
@@ -275,6 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--resume", action="store_true", help="continue from checkpoint_latest")
 
+    s = add("predict-next-stage", "predict each fold's held-out cases for the cascade stage that follows "
+                                  "(e.g. 3d_lowres -> 3d_cascade_fullres), as its training input")
+    dataset_args(s)
+    s.add_argument("-c", "--configuration", default="3d_lowres", help="the previous stage (default 3d_lowres)")
+    s.add_argument("--folds", nargs="+", help="cross-validation folds to use (default: every trained fold)")
+    s.add_argument("--checkpoint", help="checkpoint name (default: final, else best, else latest)")
+    s.add_argument("--step", type=float, default=0.5, help="tile step as a fraction of the patch (default 0.5)")
+    s.add_argument("--mirror", action="store_true", help="test-time mirroring over the plan's axes")
+    s.add_argument("--tile-batch", type=int, default=1, help="tiles per network call (default 1)")
+    s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+
     s = add("predict", "predict label maps for a folder of scans, in their own geometry")
     s.add_argument("-i", "--input", required=True,
                    help="folder of images (CASE_0000.nii.gz, ...) or a text file listing image paths")
@@ -294,6 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     s.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                    help="run the exported ONNX model with ONNX Runtime (after `medseg export`)")
+    s.add_argument("--previous-stage-predictions", metavar="DIR",
+                   help="cascade models: the previous stage's label maps of the same scans (CASE.nii.gz, from "
+                        "`medseg predict`); default: run the previous stage's model (models/<previous>) first")
 
     s = add("postprocess", "decide from cross-validation whether keeping the largest component helps")
     s.add_argument("model_dir", help="model folder (WORKDIR/models/<config>) with trained folds")

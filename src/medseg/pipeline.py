@@ -81,6 +81,24 @@ def run_train(dataset: str | Path, workdir: str | Path | None, config: str, fold
     return summary
 
 
+def run_predict_next_stage(dataset: str | Path, workdir: str | Path | None, config: str = "3d_lowres",
+                           folds: list[int | str] | None = None, verbose: bool = False,
+                           **settings: Any) -> dict[str, dict[str, str]]:
+    """The previous stage's cross-validation predictions that a cascade stage trains on (see
+    `inference.cascade.predict_next_stage`; `settings`: checkpoint, device, precision, step,
+    mirror, tile_batch)."""
+    from medseg.inference.cascade import predict_next_stage
+    from medseg.training.previous_stage import next_stage_dir
+
+    wd = resolve_workdir(dataset, workdir)
+    done = predict_next_stage(wd, config, folds, progress=verbose, **settings)
+    if verbose:
+        for name, cases in done.items():
+            print(f"{config} -> {name}: {len(cases)} case(s) predicted by the folds that held them out "
+                  f"-> {next_stage_dir(wd, config, name)}")
+    return done
+
+
 def adopt_dataset_splits(dataset: str | Path, workdir: Path) -> None:
     """A dataset may ship its own `splits.json` (e.g. slabs chosen so validation cannot leak);
     the working directory then uses it instead of random folds, unless it already has one."""

@@ -15,6 +15,7 @@ import torch
 
 from medseg.errors import MedsegError
 from medseg.inference.predictor import Predictor
+from medseg.training.previous_stage import network_in_channels
 from medseg.utils.files import atomic_path
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.torchscript.pt"}
@@ -26,10 +27,11 @@ def export_model(model_dir: str | Path, fmt: str = "onnx", folds: Sequence[int |
     if fmt not in FORMATS:
         raise MedsegError(f"unknown export format {fmt!r}; use {' or '.join(FORMATS)}")
     model_dir = Path(model_dir)
-    pred = Predictor.from_model_dir(model_dir, folds=folds, device="cpu", precision="fp32")
+    # Only the networks are exported: a cascade stage's previous stage is not loaded.
+    pred = Predictor.from_model_dir(model_dir, folds=folds, device="cpu", precision="fp32", previous_stage=None)
     fold_dirs = pred.fold_dirs
     plan = pred.plan
-    example = torch.zeros((1, len(pred.desc["channel_names"]), *plan.patch_size))
+    example = torch.zeros((1, network_in_channels(pred.desc), *plan.patch_size))
     written = []
     for fold_dir, net in zip(fold_dirs, pred.models):
         net = net.cpu().eval()

@@ -1,7 +1,8 @@
 """Post-processing decided by cross-validation: keep the largest connected component.
 
 After training, `decide_postprocessing` predicts each fold's validation cases with that
-fold's network, then tries two rules and keeps those that raise the mean Dice:
+fold's network (a cascade stage reads its previous stage's cross-validation predictions of
+them), then tries two rules and keeps those that raise the mean Dice:
 1. foreground as a whole: all non-background voxels outside the largest foreground
    component become background;
 2. per class: voxels of class c outside its largest component become background.
@@ -82,6 +83,7 @@ def decide_postprocessing(model_dir: str | Path, dataset: str | Path, folds: Seq
                           progress: bool = False) -> dict[str, Any]:
     """Predict each fold's validation cases from the raw dataset, choose the rules, and write
     `model_dir/postprocessing.json`."""
+    from medseg.inference.cascade import cross_validation_source
     from medseg.inference.predictor import Predictor
 
     model_dir = Path(model_dir)
@@ -93,11 +95,13 @@ def decide_postprocessing(model_dir: str | Path, dataset: str | Path, folds: Seq
     preds, refs = [], []
     for fd in fold_dirs:
         val_ids = read_json(fd / "training.json")["val_cases"]
+        # A cascade stage reads its previous stage's cross-validation predictions of these cases.
         predictor = Predictor.from_model_dir(model_dir, folds=[fd.name[len("fold_"):]], postprocess=False,
-                                             progress=progress)
+                                             progress=progress, previous_stage=cross_validation_source(model_dir))
         for case_id in val_ids:
             case = read_case(files[case_id])
-            preds.append(predictor.predict_array(case.image, case.spacing))
+            previous = predictor.previous_labels(case_id, case.reference, case.image)
+            preds.append(predictor.predict_array(case.image, case.spacing, previous))
             refs.append(case.label)
     rules = choose_rules(preds, refs, info.foreground_labels)
     rules["folds"] = [fd.name for fd in fold_dirs]

@@ -21,6 +21,7 @@ from medseg.preprocessing.preprocess import preprocess_image, separate_z_for
 from medseg.preprocessing.resample import labels_from_scores
 from medseg.training.checkpoint import model_weights, read_checkpoint
 from medseg.training.device import autocast, resolve_device, resolve_precision
+from medseg.training.previous_stage import previous_stage_input
 from medseg.training.trainer import build_model
 from medseg.training.trainer import mirror_axes as allowed_mirror_axes
 from medseg.utils.files import read_json
@@ -35,13 +36,18 @@ class Predictor:
     grid one class at a time, arg-maxed, and un-cropped. A model whose model.json says
     `"scores": "logits"` (models imported from nnU-Net v2, which does so) averages and
     resamples logits instead.
+
+    A cascade stage (its configuration has `previous_stage`) also needs the previous stage's
+    label map of each scan: `previous_stage` supplies it (`inference.cascade`: the previous
+    stage's model run first, or a folder of its predictions), or `predict_array` is given it.
     """
 
     def __init__(self, description: dict[str, Any], models: list[torch.nn.Module], device: torch.device,
                  precision: str = "fp32", step: float = 0.5, mirror: bool = False, tile_batch: int = 1,
                  progress: bool = False, fold_dirs: list[Path] | None = None, backend: str = "torch",
-                 postprocessing: dict[str, Any] | None = None):
+                 postprocessing: dict[str, Any] | None = None, previous_stage: Any = None):
         self.desc = description
+        self.previous_stage = previous_stage
         self.postprocessing = postprocessing
         self.fold_dirs = fold_dirs or []
         if backend not in ("torch", "onnxruntime"):
@@ -61,9 +67,13 @@ class Predictor:
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, folds: Sequence[int | str] | None = None,
                        checkpoint: str | None = None, device: str = "auto", precision: str = "auto",
-                       postprocess: bool = True, **kwargs: Any) -> "Predictor":
+                       postprocess: bool = True, previous_stage_predictions: str | Path | None = None,
+                       **kwargs: Any) -> "Predictor":
         """Load `model_dir/model.json` and the chosen folds' checkpoints (default: every fold
-        found). With `postprocess`, the rules of `postprocessing.json` (if decided) apply."""
+        found). With `postprocess`, the rules of `postprocessing.json` (if decided) apply.
+        A cascade stage takes its previous stage's label maps from `previous_stage_predictions`
+        (a folder written by `medseg predict`) or else runs the previous stage's model, found
+        beside `model_dir` (`models/<previous_stage>`), with all its folds and these settings."""
         from medseg.inference.postprocess import load_rules
 
         model_dir = Path(model_dir)
@@ -89,6 +99,12 @@ class Predictor:
             net.load_state_dict(model_weights(tensors))
             models.append(net.to(dev).eval())
         prec = resolve_precision(precision, dev)
+        if desc["configuration"].get("previous_stage") and "previous_stage" not in kwargs:
+            from medseg.inference.cascade import previous_stage_source
+            kwargs["previous_stage"] = previous_stage_source(
+                model_dir, desc["configuration"]["previous_stage"], previous_stage_predictions,
+                checkpoint=checkpoint, device=device, precision=precision,
+                **{k: v for k, v in kwargs.items() if k in ("step", "mirror", "tile_batch", "backend")})
         return cls(desc, models, dev, precision=prec, fold_dirs=fold_dirs, **kwargs)
 
     def _scores(self, x: torch.Tensor, forward, mirror_axes: tuple[int, ...]) -> torch.Tensor:
@@ -118,15 +134,35 @@ class Predictor:
         return run
 
     @torch.inference_mode()
-    def predict_array(self, image: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-        """Label map (*spatial, int16) for image (C, *spatial) at `spacing` (z, y, x, mm)."""
+    def predict_array(self, image: np.ndarray, spacing: Sequence[float],
+                      previous: np.ndarray | None = None) -> np.ndarray:
+        """Label map (*spatial, int16) for image (C, *spatial) at `spacing` (z, y, x, mm). A
+        cascade stage needs `previous`, the previous stage's label map of the image (*spatial)."""
         if image.shape[0] != len(self.desc["channel_names"]):
             raise MedsegError(f"image has {image.shape[0]} channels; the model needs "
                               f"{len(self.desc['channel_names'])} ({', '.join(self.desc['channel_names'])})")
+        if self.plan.previous_stage and previous is None:
+            raise MedsegError(f"configuration {self.plan.name} is a cascade stage: it needs the "
+                              f"{self.plan.previous_stage} segmentation of the image")
         data, props = preprocess_image(image, tuple(spacing), self.plan, self.desc["intensity"])
         x = torch.from_numpy(data)
-        mirror_axes = tuple(allowed_mirror_axes(self.plan)) if self.mirror else ()
         del data
+        if self.plan.previous_stage:
+            x = torch.cat([x, previous_stage_input(previous, props, self.plan, self.num_classes, spacing)])
+        probs = self.predict_preprocessed(x)
+        labels = labels_from_scores(probs, props["shape_after_crop"], separate_z_for(tuple(spacing), self.plan))
+        del probs
+        labels = uncrop(labels.numpy(), [tuple(b) for b in props["bbox"]], tuple(props["shape"]))
+        if self.postprocessing:
+            from medseg.inference.postprocess import apply_postprocessing
+            labels = apply_postprocessing(labels, self.postprocessing)
+        return labels
+
+    @torch.inference_mode()
+    def predict_preprocessed(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores (K, *grid) of a preprocessed input (network channels, *grid): the folds'
+        softmax probabilities (or logits, see the class) summed, on the preprocessed grid."""
+        mirror_axes = tuple(allowed_mirror_axes(self.plan)) if self.mirror else ()
         probs = None
         for forward in self._forwards():
             scores = self._scores(x, forward, mirror_axes)
@@ -139,22 +175,28 @@ class Predictor:
             else:
                 probs.add_(scores.to(torch.float16))
             del scores
-        labels = labels_from_scores(probs, props["shape_after_crop"], separate_z_for(tuple(spacing), self.plan))
-        del probs
-        labels = uncrop(labels.numpy(), [tuple(b) for b in props["bbox"]], tuple(props["shape"]))
-        if self.postprocessing:
-            from medseg.inference.postprocess import apply_postprocessing
-            labels = apply_postprocessing(labels, self.postprocessing)
-        return labels
+        return probs
 
-    def predict(self, image: Image | str | Path | Sequence[str | Path]) -> Image:
+    def previous_labels(self, case_id: str | None, ref: Image, array: np.ndarray) -> np.ndarray | None:
+        """The previous stage's label map of a scan, from `previous_stage` (cascade stages only)."""
+        if not self.plan.previous_stage or self.previous_stage is None:
+            return None
+        return self.previous_stage.labels(case_id, ref, array)
+
+    def predict(self, image: Image | str | Path | Sequence[str | Path], previous: np.ndarray | None = None) -> Image:
         """Predict one scan: an `Image` (single channel), a path, or one path per channel.
-        Returns the label map with the input's exact geometry."""
+        Returns the label map with the input's exact geometry. `previous`: a cascade stage's
+        previous-stage label map of the scan (default: from `previous_stage`)."""
+        case_id = None
         if isinstance(image, Image):
             ref, array = image, image.array[None].astype(np.float32)
         else:
-            ref, array = _read([image] if isinstance(image, (str, Path)) else list(image))
-        labels = self.predict_array(array, ref.spacing)
+            paths = [Path(image)] if isinstance(image, (str, Path)) else [Path(p) for p in image]
+            ref, array = _read(paths)
+            case_id = case_id_of(paths[0])
+        if previous is None:
+            previous = self.previous_labels(case_id, ref, array)
+        labels = self.predict_array(array, ref.spacing, previous)
         return Image(labels.astype(self._label_dtype()), ref.spacing, ref.origin, ref.direction)
 
     def predict_folder(self, inputs: str | Path | Sequence[str | Path], output_dir: str | Path,
@@ -180,7 +222,7 @@ class Predictor:
                 t0 = time.perf_counter()
                 ref, array = nxt.result()
                 nxt = reader.submit(_read, cases[i + 1][1]) if i + 1 < len(cases) else None
-                labels = self.predict_array(array, ref.spacing)
+                labels = self.predict_array(array, ref.spacing, self.previous_labels(case_id, ref, array))
                 out = Image(labels.astype(self._label_dtype()), ref.spacing, ref.origin, ref.direction)
                 if pending_write is not None:
                     written.append(pending_write.result())
@@ -215,6 +257,13 @@ def _read(paths: Sequence[str | Path]) -> tuple[Image, np.ndarray]:
 def _ending(path: Path) -> str:
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix
+
+
+def case_id_of(path: Path) -> str:
+    """The case an image file belongs to: its name without the ending and channel suffix."""
+    stem = path.name[: -len(_ending(path))]
+    m = CHANNEL_RE.match(stem)
+    return m["case"] if m else stem
 
 
 def discover_inputs(inputs: str | Path | Sequence[str | Path], num_channels: int,
