@@ -18,6 +18,7 @@ import numpy as np
 
 from medseg.errors import MedsegError
 from medseg.io.image import Image, geometry_differences, read_image
+from medseg.io.labels import LabelScheme
 from medseg.utils.files import read_json
 
 CHANNEL_RE = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -28,15 +29,23 @@ class DatasetInfo:
     """What dataset.json declares.
 
     channel_names: channel index -> modality name ("CT", "T1", ...), in index order.
-    labels: label name -> integer value; "background" is 0.
+    labels: label name -> integer value ("background" is 0, an optional "ignore" the highest),
+        or -> list of values for a region (then `regions_class_order` says which value each
+        region writes back); see `medseg.io.labels`.
     """
 
     name: str
     channel_names: list[str]
-    labels: dict[str, int]
+    labels: dict[str, int | list[int]]
     file_ending: str = ".nii.gz"
     num_training: int = 0
     raw: dict = field(default_factory=dict)
+    regions_class_order: list[int] | None = None
+
+    @property
+    def scheme(self) -> LabelScheme:
+        """The checked label declaration: outputs, regions, ignore."""
+        return LabelScheme(self.labels, self.regions_class_order)
 
     @property
     def num_channels(self) -> int:
@@ -44,16 +53,17 @@ class DatasetInfo:
 
     @property
     def foreground_labels(self) -> list[int]:
-        return sorted(v for v in self.labels.values() if v != 0)
+        """Voxel values of the structures (neither background nor ignore)."""
+        return self.scheme.foreground_values
 
     @property
     def num_classes(self) -> int:
-        """Output channels of a network: background plus every declared label."""
-        return max(self.labels.values()) + 1
+        """Output channels of a network: background plus every class, or one per region."""
+        return self.scheme.num_outputs
 
     def label_name(self, value: int) -> str:
         for name, v in self.labels.items():
-            if v == value:
+            if v == value or v == [value]:
                 return name
         return str(value)
 
@@ -102,22 +112,7 @@ def read_dataset_info(root: str | Path) -> DatasetInfo:
         raise MedsegError("'channel_names' keys must be integers (\"0\", \"1\", ...)", path) from None
     if [int(k) for k in order] != list(range(len(order))):
         raise MedsegError("'channel_names' keys must be 0, 1, ... without gaps", path)
-    labels = raw["labels"]
-    if not isinstance(labels, dict) or not labels:
-        raise MedsegError("'labels' must map label names to integer values", path)
-    parsed: dict[str, int] = {}
-    for name, value in labels.items():
-        if isinstance(value, list):
-            raise MedsegError(
-                f"label '{name}' is a region (a list of values); region-based training is not supported yet", path)
-        # bool is an int subclass in Python; `true` in JSON is not a label value.
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise MedsegError(f"label '{name}' must be a non-negative integer, got {value!r}", path)
-        parsed[name] = value
-    if 0 not in parsed.values():
-        raise MedsegError("'labels' must declare background as 0", path)
-    if len(set(parsed.values())) != len(parsed):
-        raise MedsegError("two labels share one value", path)
+    scheme = LabelScheme.parse(raw["labels"], raw.get("regions_class_order"), path)
     file_ending = raw.get("file_ending", ".nii.gz")
     if not isinstance(file_ending, str) or not file_ending.startswith("."):
         raise MedsegError(f"'file_ending' must be a file ending such as \".nii.gz\", got {file_ending!r}", path)
@@ -127,7 +122,8 @@ def read_dataset_info(root: str | Path) -> DatasetInfo:
     return DatasetInfo(
         name=str(raw.get("name", Path(root).resolve().name)),
         channel_names=[str(channels[k]) for k in order],
-        labels=parsed,
+        labels=scheme.labels,
+        regions_class_order=scheme.regions_class_order,
         file_ending=file_ending,
         num_training=num_training,
         raw=raw,

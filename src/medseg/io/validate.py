@@ -131,7 +131,7 @@ def _check_case(files: CaseFiles, info: DatasetInfo, tol: float) -> list[Problem
             examples = ", ".join(f"{v:g}" for v in np.unique(array[bad])[:3])
             problems.append(Problem(files.label, f"label holds non-integer values ({examples}); labels are integers"))
             return problems
-    declared = set(info.labels.values())
+    declared = set(info.scheme.label_values)
     undeclared = [v for v in _unique_values(array) if v not in declared]
     if undeclared:
         problems.append(Problem(

@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from medseg.io.labels import LabelScheme
 from medseg.planning.measure import StepSpec
 from medseg.planning.memory import estimate_training_bytes
 from medseg.planning.timing import estimate_iteration_seconds, predict_iteration_seconds
@@ -254,7 +255,8 @@ def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str 
     shapes = np.array([c["shape_after_crop"] for c in fingerprint["cases"]], dtype=float)
     channels = fingerprint["channel_names"]
     labels = fingerprint["labels"]
-    common = dict(in_channels=len(channels), num_classes=max(labels.values()) + 1, budget_gb=budget_gb,
+    scheme = LabelScheme.of(fingerprint)
+    common = dict(in_channels=len(channels), num_classes=scheme.num_outputs, budget_gb=budget_gb,
                   normalization=[scheme_for_channel(c) for c in channels], num_cases=fingerprint["num_cases"],
                   base_features=base_features, max_patch_voxels=max_patch_voxels, device=device)
     configs: dict[str, dict[str, Any]] = {}
@@ -291,6 +293,7 @@ def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str 
                                                      num_classes=common["num_classes"], device=device)
     return Plans(
         dataset_name=fingerprint["dataset_name"], channel_names=channels, labels=labels,
+        regions_class_order=scheme.regions_class_order,
         intensity=fingerprint["intensity"], configurations=configs,
         planner={"budget_gb": budget_gb, "device": device, "base_features": base_features,
                  "max_patch_voxels": max_patch_voxels},

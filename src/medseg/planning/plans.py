@@ -59,10 +59,11 @@ class ConfigurationPlan:
 class Plans:
     dataset_name: str
     channel_names: list[str]
-    labels: dict[str, int]
+    labels: dict[str, int | list[int]]  # as dataset.json declares them (medseg.io.labels)
     intensity: list[dict[str, float]]
     configurations: dict[str, dict[str, Any]]
     planner: dict[str, Any] = field(default_factory=dict)
+    regions_class_order: list[int] | None = None  # region datasets: the value each region writes
 
     def names(self) -> list[str]:
         return list(self.configurations)

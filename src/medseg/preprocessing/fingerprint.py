@@ -73,6 +73,7 @@ def compute_fingerprint(dataset: str | Path, workers: int = 1, progress: bool = 
         "dataset_name": info.name,
         "channel_names": info.channel_names,
         "labels": info.labels,
+        "regions_class_order": info.regions_class_order,
         "num_cases": len(per_case),
         "spatial_dims": spatial_dims,
         "median_spacing": np.median(spacings, axis=0).tolist(),
