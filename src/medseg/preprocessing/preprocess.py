@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from medseg.io.dataset import Case, CaseFiles, find_cases, read_case, read_dataset_info
+from medseg.io.labels import LabelScheme
 from medseg.planning.plans import ConfigurationPlan, Plans
 from medseg.preprocessing.crop import crop, nonzero_bbox
 from medseg.preprocessing.normalize import normalize
@@ -93,16 +94,19 @@ def save_array(path: Path, array: np.ndarray) -> None:
             np.save(fh, array, allow_pickle=False)
 
 
-def _preprocess_one(files: CaseFiles, plan: ConfigurationPlan, intensity: list[dict], classes: list[int],
+def _preprocess_one(files: CaseFiles, plan: ConfigurationPlan, intensity: list[dict], scheme: LabelScheme,
                     out_dir: Path, seed: int) -> str:
     case: Case = read_case(files)
     data, props = preprocess_image(case.image, case.spacing, plan, intensity)
-    seg = preprocess_label(case.label, props, [0] + classes, separate_z_for(case.spacing, plan))
+    # The ignore value is resampled as a class of its own (never blended into a neighbour),
+    # but it is no foreground: patches are not centred on it.
+    seg = preprocess_label(case.label, props, scheme.label_values, separate_z_for(case.spacing, plan))
+    classes = scheme.foreground_values
     save_array(out_dir / f"{files.case_id}.npy", data)
     save_array(out_dir / f"{files.case_id}_seg.npy", seg)
     save_array(out_dir / f"{files.case_id}_fg.npy", class_locations(seg, classes, LOCATIONS_PER_CLASS, seed))
     props["case_id"] = files.case_id
-    props["classes_present"] = [int(c) for c in np.unique(seg) if c > 0]
+    props["classes_present"] = [int(c) for c in np.unique(seg) if c in classes]
     write_json(out_dir / f"{files.case_id}.json", props)
     return files.case_id
 
@@ -139,8 +143,7 @@ def preprocess_dataset(dataset: str | Path, workdir: str | Path, plans: Plans, c
     info = read_dataset_info(dataset)
     out_dir = preprocessed_dir(workdir, plans, config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    classes = info.foreground_labels
-    jobs = [(c, plan, plans.intensity, classes, out_dir, i) for i, c in enumerate(find_cases(dataset, info))]
+    jobs = [(c, plan, plans.intensity, info.scheme, out_dir, i) for i, c in enumerate(find_cases(dataset, info))]
     map_progress(_preprocess_one, jobs, workers=workers, progress=progress, desc=f"preprocess {config}")
     write_json(out_dir / "plan.json", {"configuration": config, **plan.to_dict()})
     return out_dir

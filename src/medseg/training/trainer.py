@@ -21,6 +21,7 @@ from tqdm import tqdm
 from medseg.augmentation import AugmentationConfig, Augmenter
 from medseg.augmentation.cascade import PerturbationConfig
 from medseg.errors import MedsegError
+from medseg.io.labels import LabelScheme
 from medseg.losses import DeepSupervisionLoss, create_loss
 from medseg.models import create_model
 from medseg.planning.plans import ConfigurationPlan, Plans
@@ -32,6 +33,7 @@ from medseg.training.distributed import device_for_rank, init_distributed, shutd
 from medseg.training.loader import BackgroundLoader
 from medseg.training.previous_stage import PreviousStageChannels, network_in_channels, require_previous_predictions
 from medseg.training.progress import plot_progress
+from medseg.training.pseudo_dice import confusion_counts, dice_from_counts
 from medseg.training.sampler import PatchSampler
 from medseg.training.splits import fold_cases, load_or_make_splits
 from medseg.utils.files import read_json, write_json
@@ -58,7 +60,7 @@ def model_description(plans: Plans, plan: ConfigurationPlan, model_name: str | N
     if name != plan.model:
         with torch.device("meta"):  # built only to be asked; allocates nothing
             probe = create_model(name, spatial_dims=plan.spatial_dims, in_channels=len(plans.channel_names),
-                                 num_classes=max(plans.labels.values()) + 1, **options)
+                                 num_classes=LabelScheme.of(plans).num_outputs, **options)
         divisor = getattr(probe, "divisor", None)
         if divisor:
             plan = replace(plan, patch_size=[-(-p // d) * d for p, d in zip(plan.patch_size, divisor)])
@@ -68,7 +70,7 @@ def model_description(plans: Plans, plan: ConfigurationPlan, model_name: str | N
         "configuration": {"name": plan.name, **plan.to_dict()},
         "model": name,
         "model_options": options,
-        "labels": plans.labels,
+        **LabelScheme.of(plans).to_json(),
         "channel_names": plans.channel_names,
         "intensity": plans.intensity,
     }
@@ -80,21 +82,12 @@ def build_model(desc: dict[str, Any], deep_supervision: bool | None = None) -> t
         options["deep_supervision"] = deep_supervision
     cfg = desc["configuration"]
     return create_model(desc["model"], spatial_dims=cfg["spatial_dims"], in_channels=network_in_channels(desc),
-                        num_classes=max(desc["labels"].values()) + 1, **options)
+                        num_classes=LabelScheme.of(desc).num_outputs, **options)
 
 
 def mirror_axes(plan: ConfigurationPlan) -> list[int]:
     """Spatial axes mirroring may flip: the plan's `mirror_axes`, or all of them."""
     return list(range(plan.spatial_dims)) if plan.mirror_axes is None else list(plan.mirror_axes)
-
-
-def confusion_counts(pred: torch.Tensor, target: torch.Tensor, classes: list[int]) -> np.ndarray:
-    """Rows of (TP, FP, FN) per foreground class, summed over the batch."""
-    out = np.zeros((len(classes), 3), dtype=np.int64)
-    for i, c in enumerate(classes):
-        p, t = pred == c, target == c
-        out[i] = [int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())]
-    return out
 
 
 @dataclass
@@ -149,7 +142,7 @@ class Trainer:
         self.precision = resolve_precision(cfg.precision, self.device)
         # fp16 needs loss scaling so small gradients do not flush to zero; bf16 and fp32 do not.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
-        self.classes = sorted(v for v in plans.labels.values() if v > 0)
+        self.labels = LabelScheme.of(plans)
         self.log = _file_logger(self.paths.fold_dir / "training_log.txt" if self.dist.is_main else None)
 
     # -- pieces ------------------------------------------------------------------------
@@ -205,7 +198,7 @@ class Trainer:
             net = net.to(memory_format=torch.channels_last_3d)
         opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                               weight_decay=cfg.weight_decay)
-        loss_fn = DeepSupervisionLoss(create_loss(cfg.loss or plan.loss))
+        loss_fn = DeepSupervisionLoss(create_loss(cfg.loss or plan.loss, self.labels))
         state: dict[str, Any] = {"epoch": 0, "total_epochs": cfg.epochs, "history": [], "best_ema": -1.0,
                                  "ema": None, "elapsed_s": 0.0}
         if resume:
@@ -282,7 +275,7 @@ class Trainer:
         train_time = time.perf_counter() - t0
         wait_fraction = train_loader.waited / max(train_time, 1e-9)
         train_loss = float(self.dist.sum(np.array([np.mean(losses)]))[0] / self.dist.world_size)
-        val_loss, dice = self._validate(model, loss_fn, val_loader)
+        val_loss, dice, per_class = self._validate(model, loss_fn, val_loader)
         ema = dice if state["ema"] is None else EMA_DECAY * state["ema"] + (1 - EMA_DECAY) * dice
         state["ema"] = ema
         # Every rank must agree on the schedule: take the slowest rank's clock.
@@ -291,16 +284,17 @@ class Trainer:
         state["epoch"] = epoch + 1
         state["history"].append({
             "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "pseudo_dice": dice,
-            "pseudo_dice_ema": ema, "lr": lr, "epoch_time_s": round(epoch_time, 3),
+            "pseudo_dice_ema": ema, "pseudo_dice_per_class": per_class, "lr": lr, "epoch_time_s": round(epoch_time, 3),
             "data_wait_fraction": round(wait_fraction, 4),
         })
         if cfg.max_time_s:
             mean_epoch = state["elapsed_s"] / state["epoch"]
             affordable = state["epoch"] + int((cfg.max_time_s - state["elapsed_s"]) // mean_epoch)
             state["total_epochs"] = max(state["epoch"], min(cfg.epochs, affordable))
-        self.log.info("epoch %d/%d  train loss %.4f  val loss %.4f  pseudo Dice %.4f (ema %.4f)  lr %.5f  "
+        self.log.info("epoch %d/%d  train loss %.4f  val loss %.4f  pseudo Dice %.4f (ema %.4f) [%s]  lr %.5f  "
                       "%.1f s  waiting for data %.1f%%", epoch + 1, state["total_epochs"], train_loss, val_loss,
-                      dice, ema, lr, epoch_time, 100 * wait_fraction)
+                      dice, ema, ", ".join(f"{k} {v:.3f}" for k, v in per_class.items() if v is not None), lr,
+                      epoch_time, 100 * wait_fraction)
         if self.dist.is_main:
             save_checkpoint(self.paths.fold_dir, "checkpoint_latest", net, self._public_state(state), opt)
             if ema > state["best_ema"]:
@@ -309,11 +303,11 @@ class Trainer:
         state["best_ema"] = max(state["best_ema"], ema)
 
     @torch.inference_mode()
-    def _validate(self, model, loss_fn, val_loader) -> tuple[float, float]:
+    def _validate(self, model, loss_fn, val_loader) -> tuple[float, float, dict[str, float | None]]:
         """Validation loss and pseudo Dice: Dice from TP/FP/FN summed over validation patches
-        (and over ranks), averaged over the foreground classes that occurred."""
+        (and over ranks) per foreground class or region, and its mean over those that occurred."""
         model.eval()
-        counts = np.zeros((len(self.classes), 3), dtype=np.int64)
+        counts = np.zeros((len(self.labels.output_names), 3), dtype=np.int64)
         losses = []
         for _ in range(self.cfg.val_iters):
             x, y = val_loader.next()
@@ -321,15 +315,14 @@ class Trainer:
             with autocast(self.precision, self.device):
                 out = model(x)
             losses.append(float(loss_fn(out, y)))
-            counts += confusion_counts(out.argmax(1), y, self.classes)
+            counts += confusion_counts(out, y, self.labels)
         model.train()
         counts = self.dist.sum(counts)
         val_loss = float(self.dist.sum(np.array([np.mean(losses)]))[0] / self.dist.world_size)
-        tp, fp, fn = counts.T
-        denom = 2 * tp + fp + fn
-        if not np.any(denom > 0):
-            return val_loss, 0.0
-        return val_loss, float(np.mean(2 * tp[denom > 0] / denom[denom > 0]))
+        dice = dice_from_counts(counts)
+        occurred = [d for d in dice if not np.isnan(d)]
+        per_class = {n: (None if np.isnan(d) else d) for n, d in zip(self.labels.output_names, dice)}
+        return val_loss, float(np.mean(occurred)) if occurred else 0.0, per_class
 
     def _public_state(self, state: dict[str, Any]) -> dict[str, Any]:
         return {"epoch": state["epoch"], "total_epochs": state["total_epochs"], "history": state["history"],
