@@ -231,3 +231,48 @@ def test_global_threshold_does_not_solve_the_task(cases):
     # Even an oracle band chosen per case stays far from the 0.85 a network must reach.
     assert max(organ_scores) < 0.7 and np.mean(organ_scores) < 0.6
     assert max(fg_scores) < 0.7 and np.mean(fg_scores) < 0.6
+
+
+# -- label variants -------------------------------------------------------------------------------
+
+
+def test_region_and_ignore_variants_keep_the_images_and_validate(tmp_path, dataset):
+    from medseg.io.validate import validate_dataset
+
+    out = make_phantoms(tmp_path / "Phantoms", cases=3, seed=1, regions=True, ignore=True)
+    meta = json.loads((out / "dataset.json").read_text())
+    assert meta["labels"] == {"background": 0, "organ": [1, 2], "lesion": [2], "ignore": 3}
+    assert meta["regions_class_order"] == [1, 2]
+    assert meta["synthetic"]["regions"] and meta["synthetic"]["ignore"]
+    assert validate_dataset(out) == []
+    info = read_dataset_info(out)
+    assert info.num_classes == 2 and info.scheme.ignore == 3
+    for name in ("phantom_001_0000.nii.gz",):
+        np.testing.assert_array_equal(read_image(out / "imagesTr" / name).array,
+                                      read_image(dataset / "imagesTr" / name).array)
+    plain = read_image(dataset / "labelsTr" / "phantom_001.nii.gz").array
+    marked = read_image(out / "labelsTr" / "phantom_001.nii.gz").array
+    nx = plain.shape[-1]
+    slab = np.zeros(plain.shape, bool)
+    slab[..., 3 * nx // 8: 5 * nx // 8] = True
+    assert (marked[slab] == 3).all()
+    np.testing.assert_array_equal(marked[~slab], plain[~slab])
+    assert (plain[slab] == 1).any()  # the slab crosses the organ: some organ voxels are unannotated
+
+
+def test_preprocessing_keeps_the_ignore_slab_but_never_samples_it(tmp_path):
+    from medseg.pipeline import run_fingerprint, run_plan, run_preprocess
+
+    ds = make_phantoms(tmp_path / "Phantoms", cases=2, seed=4, shape_scale=0.5, ignore=True)
+    run_fingerprint(ds, tmp_path / "wd")
+    run_plan(ds, tmp_path / "wd", budget_gb=1.0, device="cpu", base_features=8, max_patch_voxels=8 * 32 * 32)
+    folder = run_preprocess(ds, tmp_path / "wd", "3d_fullres")
+    seg = np.load(folder / "phantom_000_seg.npy")
+    fg = np.load(folder / "phantom_000_fg.npy")
+    assert set(np.unique(seg)) == {0, 1, 2, 3}
+    assert set(fg[:, 0].tolist()) == {1, 2}
+    assert (seg[tuple(fg[:, 1:].T)] == fg[:, 0]).all()
+    # The slab stays whole columns of 3 across every slice and row.
+    assert (seg == 3).all(axis=(0, 1)).sum() >= 0.2 * seg.shape[2]
+    props = json.loads((folder / "phantom_000.json").read_text())
+    assert props["classes_present"] == [1, 2]

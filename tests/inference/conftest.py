@@ -55,3 +55,9 @@ def scans(tmp_path) -> Path:
         write_image(Image(arr, (2.0 + i * 0.3, 0.9, 1.1), origin=(5.0 * i, -3.0, 7.5), direction=direction),
                     folder / f"case{i}_0000.nii.gz")
     return folder
+
+
+@pytest.fixture
+def description() -> dict:
+    """A fresh copy of the tiny model's model.json content, for tests that change it."""
+    return tiny_description()

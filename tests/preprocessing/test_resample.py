@@ -52,3 +52,40 @@ def test_labels_from_scores_upsamples_blocks():
     scores[0, :, :, :2] = 5.0
     out = labels_from_scores(scores, (8, 8, 8))
     assert out[:, :, :4].max() == 0 and out[:, :, 4:].min() == 1
+
+
+def test_label_resampling_keeps_an_ignore_slab_intact():
+    """The ignore value is resampled as a class of its own: never blended, never spreading."""
+    from medseg.data.phantoms import IGNORE_VALUE, ignore_slab, make_phantom_case
+
+    _, label = make_phantom_case(5, 0.5, index=0)
+    lab = ignore_slab(label.array)
+    out = resample_label(lab, (lab.shape[0] * 2, lab.shape[1] // 2, lab.shape[2] * 3 // 2), [0, 1, 2, IGNORE_VALUE])
+    assert set(np.unique(out)) <= {0, 1, 2, IGNORE_VALUE}
+    nx, mx = lab.shape[2], out.shape[2]
+    lo, hi = 3 * nx // 8, 5 * nx // 8  # the slab's columns
+    cols = np.flatnonzero((out == IGNORE_VALUE).all(axis=(0, 1)))
+    # The slab keeps its physical place (within a voxel at each side) and holds nothing else.
+    assert abs(cols[0] - lo * mx / nx) <= 1.5 and abs(cols[-1] + 1 - hi * mx / nx) <= 1.5
+    assert not (out == IGNORE_VALUE)[..., : cols[0] - 1].any() and not (out == IGNORE_VALUE)[..., cols[-1] + 2:].any()
+
+
+def test_labels_from_regions_writes_values_in_order_so_nested_regions_win():
+    from medseg.preprocessing.resample import labels_from_regions
+
+    probs = torch.zeros(2, 1, 4, 6)
+    probs[0, :, :, 1:5] = 0.9  # outer region
+    probs[1, :, 1:3, 2:4] = 0.8  # inner region
+    probs[1, :, 3, 0] = 0.7  # the inner region outside the outer one still gets its value
+    out = labels_from_regions(probs, (1, 4, 6), [1, 2]).numpy()[0]
+    expected = np.array([[0, 1, 1, 1, 1, 0],
+                         [0, 1, 2, 2, 1, 0],
+                         [0, 1, 2, 2, 1, 0],
+                         [2, 1, 1, 1, 1, 0]])
+    np.testing.assert_array_equal(out, expected)
+    # Summed over two folds: the threshold is on the mean; the first region written last wins.
+    twice = labels_from_regions(probs * 2, (1, 4, 6), [1, 2], threshold=1.0).numpy()[0]
+    np.testing.assert_array_equal(twice, expected)
+    assert (labels_from_regions(probs[[1, 0]], (1, 4, 6), [2, 1]).numpy()[0] == 1).sum() == 16
+    upsampled = labels_from_regions(probs, (1, 8, 12), [1, 2]).numpy()[0]
+    assert upsampled.shape == (8, 12) and set(np.unique(upsampled)) == {0, 1, 2}

@@ -32,6 +32,14 @@ Dice of only about 0.4 on average (below 0.6 in every case tried).
 Every case draws from its own random generator derived from ``(seed, case index)``, so a case
 is the same whichever number of cases is generated, and the same seed gives byte-identical
 arrays.
+
+Two variants exercise nnU-Net v2's label features on the same images:
+
+- ``regions=True``: dataset.json declares regions, ``"organ": [1, 2]`` (the organ with its
+  lesion) and ``"lesion": [2]``, with ``"regions_class_order": [1, 2]``; label files are as usual.
+- ``ignore=True``: ``"ignore": 3`` is declared, and in every label map a slab across x (the
+  middle quarter of the columns, all slices and rows) holds 3: unannotated voxels, through
+  the middle of the body and usually through the organ.
 """
 
 from __future__ import annotations
@@ -46,9 +54,12 @@ from medseg.errors import MedsegError
 from medseg.io.image import Image, write_image
 from medseg.utils.files import read_json, write_json
 
-__all__ = ["make_phantoms", "make_phantom_case", "case_rng", "PHANTOM_LABELS", "GENERATOR_VERSION"]
+__all__ = ["make_phantoms", "make_phantom_case", "case_rng", "ignore_slab", "PHANTOM_LABELS", "PHANTOM_REGIONS",
+           "IGNORE_VALUE", "GENERATOR_VERSION"]
 
 PHANTOM_LABELS = {"background": 0, "organ": 1, "lesion": 2}
+PHANTOM_REGIONS = {"background": 0, "organ": [1, 2], "lesion": [2]}
+IGNORE_VALUE = 3
 # Bumped whenever the same seed would start to give different arrays.
 GENERATOR_VERSION = 1
 _FILE_ENDING = ".nii.gz"
@@ -96,12 +107,14 @@ def make_phantom_case(
     return _Phantom(rng, float(shape_scale), lesion_darker).build()
 
 
-def make_phantoms(out_dir: str | Path, cases: int = 8, seed: int = 0, shape_scale: float = 1.0) -> Path:
+def make_phantoms(out_dir: str | Path, cases: int = 8, seed: int = 0, shape_scale: float = 1.0, *,
+                  regions: bool = False, ignore: bool = False) -> Path:
     """Write `cases` phantoms and their dataset.json to `out_dir`; return `out_dir`.
 
     `out_dir` may be missing, empty, or an earlier phantom dataset (which is overwritten,
     including removing phantom cases beyond `cases`); any other non-empty folder is refused
-    rather than mixed with.
+    rather than mixed with. `regions` declares the organ and lesion as nested regions;
+    `ignore` marks a slab of every label map with the ignore label 3 (module docstring).
     """
     out = Path(out_dir)
     if isinstance(cases, bool) or not isinstance(cases, (int, np.integer)) or cases < 1:
@@ -118,6 +131,8 @@ def make_phantoms(out_dir: str | Path, cases: int = 8, seed: int = 0, shape_scal
     ids = [f"phantom_{i:0{width}d}" for i in range(cases)]
     for i, case_id in enumerate(ids):
         image, label = make_phantom_case(int(seed), shape_scale, index=i)
+        if ignore:
+            label = Image(ignore_slab(label.array), label.spacing, label.origin, label.direction)
         write_image(image, out / "imagesTr" / f"{case_id}_0000{_FILE_ENDING}")
         write_image(label, out / "labelsTr" / f"{case_id}{_FILE_ENDING}")
     _remove_stale(out, set(ids))
@@ -135,12 +150,13 @@ def make_phantoms(out_dir: str | Path, cases: int = 8, seed: int = 0, shape_scal
         ),
         "reference": (
             "Synthetic: generated with `medseg make-phantoms` / medseg.data.phantoms.make_phantoms"
-            f"(cases={cases}, seed={int(seed)}, shape_scale={float(shape_scale)}), generator version "
-            f"{GENERATOR_VERSION}; the same arguments reproduce identical arrays."
+            f"(cases={cases}, seed={int(seed)}, shape_scale={float(shape_scale)}"
+            + (", regions=True" if regions else "") + (", ignore=True" if ignore else "")
+            + f"), generator version {GENERATOR_VERSION}; the same arguments reproduce identical arrays."
         ),
         "licence": "CC0-1.0 (synthetic data)",
         "channel_names": {"0": "CT"},
-        "labels": dict(PHANTOM_LABELS),
+        **_declared_labels(regions, ignore),
         "numTraining": cases,
         "file_ending": _FILE_ENDING,
         "synthetic": {
@@ -148,8 +164,29 @@ def make_phantoms(out_dir: str | Path, cases: int = 8, seed: int = 0, shape_scal
             "version": GENERATOR_VERSION,
             "seed": int(seed),
             "shape_scale": float(shape_scale),
+            "regions": bool(regions),
+            "ignore": bool(ignore),
         },
     })
+    return out
+
+
+def ignore_slab(label: np.ndarray) -> np.ndarray:
+    """A copy of a label map (z, y, x) whose middle quarter of columns (x) holds `IGNORE_VALUE`."""
+    out = label.copy()
+    nx = label.shape[-1]
+    out[..., 3 * nx // 8: 5 * nx // 8] = IGNORE_VALUE
+    return out
+
+
+def _declared_labels(regions: bool, ignore: bool) -> dict:
+    """dataset.json's `labels` (and `regions_class_order`) of a phantom variant."""
+    labels: dict = dict(PHANTOM_REGIONS if regions else PHANTOM_LABELS)
+    if ignore:
+        labels["ignore"] = IGNORE_VALUE
+    out: dict = {"labels": labels}
+    if regions:
+        out["regions_class_order"] = [1, 2]
     return out
 
 

@@ -8,7 +8,9 @@ them), then tries two rules and keeps those that raise the mean Dice:
 2. per class: voxels of class c outside its largest component become background.
 The choice and the Dice it was based on go to `postprocessing.json` in the model folder;
 the predictor applies it to every prediction. Components are connected through faces,
-edges and corners (26-connectivity in 3D, 8 in 2D).
+edges and corners (26-connectivity in 3D, 8 in 2D). Reference voxels holding the ignore
+label count in no Dice. Region-based models are refused: removing a component of one region
+would leave its nested regions behind.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
+from medseg.errors import MedsegError
 from medseg.evaluation.metrics import dice
 from medseg.io.dataset import find_cases, read_case, read_dataset_info
 from medseg.utils.files import read_json, write_json
@@ -48,27 +51,31 @@ def apply_postprocessing(labels: np.ndarray, rules: dict[str, Any]) -> np.ndarra
     return out
 
 
-def _mean_dice(preds: list[np.ndarray], refs: list[np.ndarray], classes: Sequence[int]) -> dict[int, float]:
+def _mean_dice(preds: list[np.ndarray], refs: list[np.ndarray], classes: Sequence[int],
+               ignore: int | None = None) -> dict[int, float]:
     out = {}
     for c in classes:
-        values = [dice(p == c, r == c) for p, r in zip(preds, refs)]
+        # Predictions on ignored voxels are neither right nor wrong.
+        values = [dice((p == c) if ignore is None else (p == c) & (r != ignore), r == c) for p, r in zip(preds, refs)]
         values = [v for v in values if not np.isnan(v)]
         out[c] = float(np.mean(values)) if values else float("nan")
     return out
 
 
-def choose_rules(preds: list[np.ndarray], refs: list[np.ndarray], classes: Sequence[int]) -> dict[str, Any]:
-    """Pick the rules that raise the mean Dice on these (validation) predictions."""
-    base = _mean_dice(preds, refs, classes)
+def choose_rules(preds: list[np.ndarray], refs: list[np.ndarray], classes: Sequence[int],
+                 ignore: int | None = None) -> dict[str, Any]:
+    """Pick the rules that raise the mean Dice on these (validation) predictions; reference
+    voxels holding `ignore` are left out of every Dice."""
+    base = _mean_dice(preds, refs, classes, ignore)
     fg_preds = [apply_postprocessing(p, {"foreground": True}) for p in preds]
-    fg = _mean_dice(fg_preds, refs, classes)
+    fg = _mean_dice(fg_preds, refs, classes, ignore)
     use_fg = np.nanmean(list(fg.values())) > np.nanmean(list(base.values()))
     current, current_dice = (fg_preds, fg) if use_fg else (preds, base)
     chosen = []
     per_class = {}
     for c in classes:
         trial = [apply_postprocessing(p, {"classes": [c]}) for p in current]
-        d = _mean_dice(trial, refs, [c])[c]
+        d = _mean_dice(trial, refs, [c], ignore)[c]
         per_class[str(c)] = {"without": current_dice[c], "with": d}
         if d > current_dice[c]:
             chosen.append(c)
@@ -88,6 +95,9 @@ def decide_postprocessing(model_dir: str | Path, dataset: str | Path, folds: Seq
 
     model_dir = Path(model_dir)
     info = read_dataset_info(dataset)
+    if info.scheme.has_regions:
+        raise MedsegError("post-processing is not available for region-based models; their predictions are "
+                          "used as predicted", model_dir)
     files = {c.case_id: c for c in find_cases(dataset, info)}
     fold_dirs = sorted(p for p in model_dir.glob("fold_*") if p.is_dir() and p.name != "fold_all")
     if folds is not None:
@@ -103,7 +113,7 @@ def decide_postprocessing(model_dir: str | Path, dataset: str | Path, folds: Seq
             previous = predictor.previous_labels(case_id, case.reference, case.image)
             preds.append(predictor.predict_array(case.image, case.spacing, previous))
             refs.append(case.label)
-    rules = choose_rules(preds, refs, info.foreground_labels)
+    rules = choose_rules(preds, refs, info.foreground_labels, info.scheme.ignore)
     rules["folds"] = [fd.name for fd in fold_dirs]
     write_json(model_dir / FILE, rules)
     return rules

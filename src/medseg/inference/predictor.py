@@ -15,10 +15,11 @@ from medseg.errors import MedsegError
 from medseg.inference.sliding_window import sliding_window
 from medseg.io.dataset import CHANNEL_RE, CaseFiles, read_case
 from medseg.io.image import Image, has_image_suffix, write_image
+from medseg.io.labels import LabelScheme
 from medseg.planning.plans import ConfigurationPlan
 from medseg.preprocessing.crop import uncrop
 from medseg.preprocessing.preprocess import preprocess_image, separate_z_for
-from medseg.preprocessing.resample import labels_from_scores
+from medseg.preprocessing.resample import labels_from_regions, labels_from_scores
 from medseg.training.checkpoint import model_weights, read_checkpoint
 from medseg.training.device import autocast, resolve_device, resolve_precision
 from medseg.training.previous_stage import previous_stage_input
@@ -33,7 +34,9 @@ class Predictor:
     """Holds the networks of one or more folds; predicts images with geometry.
 
     Scores of all folds are averaged (softmax probabilities), resampled back to the scan's
-    grid one class at a time, arg-maxed, and un-cropped. A model whose model.json says
+    grid one class at a time, arg-maxed, and un-cropped. A region model's scores are sigmoid
+    probabilities, one per region; each region's value of `regions_class_order` is written
+    where its probability exceeds 0.5, in order. A model whose model.json says
     `"scores": "logits"` (models imported from nnU-Net v2, which does so) averages and
     resamples logits instead.
 
@@ -62,7 +65,8 @@ class Predictor:
         self.mirror = mirror
         self.tile_batch = tile_batch
         self.progress = progress
-        self.num_classes = max(description["labels"].values()) + 1
+        self.labels = LabelScheme.of(description)
+        self.num_classes = self.labels.num_outputs
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path, folds: Sequence[int | str] | None = None,
@@ -150,7 +154,8 @@ class Predictor:
         if self.plan.previous_stage:
             x = torch.cat([x, previous_stage_input(previous, props, self.plan, self.num_classes, spacing)])
         probs = self.predict_preprocessed(x)
-        labels = labels_from_scores(probs, props["shape_after_crop"], separate_z_for(tuple(spacing), self.plan))
+        labels = self.labels_from_probabilities(probs, props["shape_after_crop"],
+                                                separate_z_for(tuple(spacing), self.plan))
         del probs
         labels = uncrop(labels.numpy(), [tuple(b) for b in props["bbox"]], tuple(props["shape"]))
         if self.postprocessing:
@@ -166,7 +171,9 @@ class Predictor:
         probs = None
         for forward in self._forwards():
             scores = self._scores(x, forward, mirror_axes)
-            if self.desc.get("scores") != "logits":
+            if self.labels.has_regions:
+                scores.sigmoid_()
+            elif self.desc.get("scores") != "logits":
                 softmax_(scores)
             # Fold probabilities add up in half precision: one compact buffer, whatever the
             # number of folds (arg-max ties at 1e-3 are immaterial).
@@ -176,6 +183,15 @@ class Predictor:
                 probs.add_(scores.to(torch.float16))
             del scores
         return probs
+
+    def labels_from_probabilities(self, probs: torch.Tensor, shape: Sequence[int], separate_z: bool) -> torch.Tensor:
+        """Label map at `shape` (int16) from `predict_preprocessed`'s summed fold scores: the
+        arg-max, or for a region model each region's `regions_class_order` value where the
+        folds' mean probability exceeds 0.5, region after region."""
+        if self.labels.has_regions:
+            return labels_from_regions(probs, shape, self.labels.regions_class_order, 0.5 * len(self._forwards()),
+                                       separate_z)
+        return labels_from_scores(probs, shape, separate_z)
 
     def previous_labels(self, case_id: str | None, ref: Image, array: np.ndarray) -> np.ndarray | None:
         """The previous stage's label map of a scan, from `previous_stage` (cascade stages only)."""
@@ -233,7 +249,7 @@ class Predictor:
         return written
 
     def _label_dtype(self):
-        return np.uint8 if self.num_classes < 256 else np.int16
+        return np.uint8 if max(self.labels.label_values) < 256 else np.int16
 
 
 def softmax_(scores: torch.Tensor) -> torch.Tensor:

@@ -276,3 +276,15 @@ def labels_from_scores(scores: torch.Tensor, new_shape: Sequence[int], separate_
         best = torch.where(better, p, best)
         out[better] = k
     return out
+
+
+def labels_from_regions(probs: torch.Tensor, new_shape: Sequence[int], values: Sequence[int],
+                        threshold: float = 0.5, separate_z: bool = False) -> torch.Tensor:
+    """Label map at `new_shape` from region probabilities (R, *spatial): `values[i]` is written
+    where region i's resampled probability exceeds `threshold`, region after region, so later
+    (nested) regions overwrite earlier ones; 0 elsewhere. One region is resampled at a time."""
+    out = torch.zeros(tuple(new_shape), dtype=torch.int16)
+    for i, value in enumerate(values):
+        p = _resample_channels(probs[i:i + 1].float(), new_shape, "linear", separate_z)[0]
+        out[p > threshold] = int(value)
+    return out
