@@ -27,7 +27,7 @@ def _workers(n: int | None) -> int:
 @command("make-phantoms")
 def _make_phantoms(a: argparse.Namespace) -> int:
     from medseg.data.phantoms import make_phantoms
-    out = make_phantoms(a.out, cases=a.cases, seed=a.seed)
+    out = make_phantoms(a.out, cases=a.cases, seed=a.seed, regions=a.regions, ignore=a.ignore_slab)
     print(f"wrote {a.cases} phantom cases to {out}")
     return 0
 
@@ -161,7 +161,7 @@ def _evaluate(a: argparse.Namespace) -> int:
     summary = evaluate_folders(a.pred_dir, a.ref_dir, dataset_json=a.dataset_json, metrics=a.metrics,
                                out_dir=a.out or a.pred_dir, workers=_workers(a.workers),
                                tolerance_mm=a.tolerance_mm, surface_method=a.surface_method,
-                               both_empty=a.both_empty)
+                               both_empty=a.both_empty, ignore_label=a.ignore_label)
     print(format_table(summary))
     print(f"wrote summary.json and metrics.csv to {a.out or a.pred_dir}")
     return 0
@@ -234,6 +234,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("out", help="output dataset folder")
     s.add_argument("--cases", type=int, default=8, help="number of cases (default 8)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--regions", action="store_true",
+                   help="declare nested regions: organ = [1, 2], lesion = [2] (region-based training)")
+    s.add_argument("--ignore-slab", action="store_true",
+                   help="mark a slab of every label map with the ignore label 3 (unannotated voxels)")
 
     s = add("validate", "check every case of a dataset and report all problems")
     s.add_argument("dataset", help="dataset folder")
@@ -348,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="surface elements (DeepMind, default) or boundary voxels (MONAI); see docs/metrics.md")
     s.add_argument("--both-empty", choices=["nan", "perfect"], default="nan",
                    help="a class absent from both prediction and reference: NaN, left out of means (default), or 1")
+    s.add_argument("--ignore-label", type=int, help="reference value of unannotated voxels, left out of every "
+                   "metric (default: dataset.json's \"ignore\" label)")
 
     s = add("demo", "run the whole pipeline on built-in phantoms, within a few minutes on a CPU")
     s.add_argument("--workdir", default="medseg_demo", help="working directory (default ./medseg_demo)")

@@ -30,6 +30,7 @@ from medseg.evaluation import metrics as M
 from medseg.evaluation.surface import SURFACE_METHODS
 
 from medseg.io.image import IMAGE_SUFFIXES, Image, geometry_differences, has_image_suffix, read_image
+from medseg.io.labels import IGNORE
 from medseg.utils.files import atomic_path, read_json, write_json
 
 SUMMARY_NAME = "summary.json"
@@ -54,12 +55,16 @@ def evaluate_folders(
     surface_method: str = "surfel",
     *,
     both_empty: str = "nan",
+    ignore_label: int | None = None,
 ) -> dict:
     """Evaluate every reference in `ref_dir` against the same-named file in `pred_dir`.
 
-    labels: name -> value of the classes to evaluate (background 0 is skipped). Without it,
-        the labels of `dataset_json` (the file or its folder); without either, every non-zero
+    labels: name -> value (or list of values: a region, their union) of the classes to evaluate
+        (background 0 is skipped; a label named "ignore" is the ignore label). Without it, the
+        labels of `dataset_json` (the file or its folder); without either, every non-zero
         value found in any prediction or reference, named by its value.
+    ignore_label: reference voxels holding this value are unannotated and left out of every
+        metric (default: the "ignore" label of `labels` or dataset.json, if any).
     metrics: names from `medseg.evaluation.metrics.METRICS` (default: all). Surface metrics
         cost the most; leave them out for a quick overlap-only evaluation.
     out_dir: where summary.json and metrics.csv go (default: `pred_dir`).
@@ -97,6 +102,12 @@ def evaluate_folders(
         file_ending = str(raw.get("file_ending", ".nii.gz"))
         if labels is None:
             labels = raw.get("labels", {})
+    if labels is not None and IGNORE in labels:
+        labels = dict(labels)
+        declared = labels.pop(IGNORE)
+        ignore_label = declared if ignore_label is None else ignore_label
+    if ignore_label is not None and (not isinstance(ignore_label, int) or isinstance(ignore_label, bool)):
+        raise MedsegError(f"the ignore label must be an integer, got {ignore_label!r}")
     if labels is not None:
         try:
             labels = {str(k): (list(M.region_values(v)) if isinstance(v, (list, tuple)) else int(v))
@@ -109,7 +120,8 @@ def evaluate_folders(
 
     pairs = _pair_files(pred_dir, ref_dir, file_ending)
     jobs = [dict(pred=p, ref=r, case=_case_id(r, file_ending), labels=labels, metrics=wanted,
-                 tolerance_mm=tolerance_mm, surface_method=surface_method, both_empty=both_empty)
+                 tolerance_mm=tolerance_mm, surface_method=surface_method, both_empty=both_empty,
+                 ignore=ignore_label)
             for p, r in pairs]
     if workers > 1 and len(jobs) > 1:
         ctx = multiprocessing.get_context("spawn")
@@ -130,6 +142,7 @@ def evaluate_folders(
         _fill_absent_classes(results, labels, wanted, both_empty)
 
     summary = _summarise(results, labels, wanted, pred_dir, ref_dir, tolerance_mm, surface_method, both_empty)
+    summary["settings"]["ignore_label"] = ignore_label
     write_json(out_dir / SUMMARY_NAME, _json_safe(summary))
     _write_csv(out_dir / CSV_NAME, summary)
     return summary
@@ -183,7 +196,7 @@ def _evaluate_case(job: dict) -> dict:
     labels = job["labels"]
     present = None
     if labels is None:
-        present = sorted(set(_present_values(ref_arr)) | set(_present_values(pred_arr)))
+        present = sorted((set(_present_values(ref_arr)) | set(_present_values(pred_arr))) - {job["ignore"]})
         labels = {str(v): v for v in present}
     # Counts are always computed (they are cheap): they say which side of a class is empty.
     computed = M.check_metrics(list(job["metrics"]) + list(M.COUNT_METRICS))
@@ -191,7 +204,7 @@ def _evaluate_case(job: dict) -> dict:
         values = M.case_metrics(
             pred_arr, ref_arr, ref.spacing, labels, metrics=computed, tolerance_mm=job["tolerance_mm"],
             surface_method=job["surface_method"], both_empty=job["both_empty"],
-            empty_distance=M.image_diagonal(ref.shape, ref.spacing))
+            empty_distance=M.image_diagonal(ref.shape, ref.spacing), ignore=job["ignore"])
     except ValueError as err:
         raise MedsegError(str(err), pred_path) from None
     empty = {name: {"reference": v["tp"] + v["fn"] == 0, "prediction": v["tp"] + v["fp"] == 0}

@@ -154,6 +154,7 @@ def case_metrics(
     surface_method: str = "surfel",
     both_empty: str = "nan",
     empty_distance: float = math.inf,
+    ignore: int | None = None,
 ) -> dict[str, dict[str, float | int]]:
     """Metrics of every foreground class of a label-map pair: ``{label name: {metric: value}}``.
 
@@ -161,6 +162,9 @@ def case_metrics(
     name -> list of values for a region (their union); value 0 (background) is skipped. tolerance_mm: one NSD tolerance, or one per class keyed by
     label name or value. Each class is evaluated on the bounding box of its voxels in either
     map (found for all classes in one pass), so the cost follows the structures, not the image.
+    ignore: a value of `ref` marking unannotated voxels. They are left out of every metric: the
+    prediction there is treated as outside every class (so counts, volumes and TN cover the
+    annotated voxels only, and surfaces are those of both masks cut to the annotated voxels).
     """
     pred = _label_array(pred, "pred")
     ref = _label_array(ref, "ref")
@@ -172,6 +176,8 @@ def case_metrics(
     classes = {name: vals for name, vals in classes.items() if vals != (0,)}
     if not classes:
         return {}
+    keep = None if ignore is None else ref != ignore
+    n_voxels = pred.size if keep is None else int(np.count_nonzero(keep))
     top = max(max(vals) for vals in classes.values())
     boxes_pred = ndimage.find_objects(pred, max_label=top)
     boxes_ref = ndimage.find_objects(ref, max_label=top)
@@ -182,13 +188,15 @@ def case_metrics(
             box = _union_box(box, _union_box(boxes_pred[v - 1], boxes_ref[v - 1]))
         tol = class_tolerance(tolerance_mm, name, vals[0] if len(vals) == 1 else name)
         if box is None:
-            counts = Counts(0, 0, 0, pred.size)
+            counts = Counts(0, 0, 0, n_voxels)
             out[name] = _metrics_from(counts, None, None, spacing, wanted, tol, surface_method,
                                       both_empty, empty_distance)
             continue
         p = pred[box] == vals[0] if len(vals) == 1 else np.isin(pred[box], vals)
         r = ref[box] == vals[0] if len(vals) == 1 else np.isin(ref[box], vals)
-        out[name] = _metrics_from(confusion(p, r, pred.size), p, r, spacing, wanted, tol,
+        if keep is not None:
+            p &= keep[box]
+        out[name] = _metrics_from(confusion(p, r, n_voxels), p, r, spacing, wanted, tol,
                                   surface_method, both_empty, empty_distance)
     return out
 

@@ -49,6 +49,7 @@ from medseg.evaluation.report_volume import (
     write_overlay_png,
 )
 from medseg.io.dataset import read_dataset_info
+from medseg.io.labels import IGNORE, display_values, structures
 from medseg.io.image import has_image_suffix, image_suffix
 from medseg.utils.files import atomic_path
 
@@ -189,7 +190,7 @@ def _gather(wd: Path, images_dir, pred_dir, ref_dir, summary_path) -> ReportInpu
             info = None
 
     if summary is not None:
-        labels = {str(k): int(v) for k, v in summary.get("labels", {}).items()}
+        labels = display_values(summary.get("labels", {}), info.regions_class_order if info else None)
         cases = []
         for entry in summary["metric_per_case"]:
             if not isinstance(entry, dict) or "case" not in entry:
@@ -198,11 +199,12 @@ def _gather(wd: Path, images_dir, pred_dir, ref_dir, summary_path) -> ReportInpu
             ref = _override(ref_dir, entry.get("reference_file")) or _locate(entry.get("reference_file"), wd)
             cases.append(ReportCase(str(entry["case"]), entry.get("metrics", {}), pred, ref))
     else:
-        labels = {k: v for k, v in (info.labels if info else (fingerprint or {}).get("labels", {})).items()
-                  if int(v) != 0}
+        declared = info.raw if info else (fingerprint or {})
+        labels = display_values(declared.get("labels", {}), declared.get("regions_class_order"))
         pred_dir = pred_dir or wd / "predictions"
         ref_dir = ref_dir or (dataset / "labelsTs" if dataset is not None else None)
-        cases = _cases_without_summary(pred_dir, ref_dir, labels, missing)
+        cases = _cases_without_summary(pred_dir, ref_dir, structures(declared.get("labels", {})),
+                                       declared.get("labels", {}).get(IGNORE), missing)
     if not labels and cases:
         found = sorted({int(name) for c in cases for name in c.metrics if name.isdigit()})
         labels = {str(v): v for v in found}
@@ -238,8 +240,8 @@ def _override(folder: Path | None, recorded: str | None) -> Path | None:
     return p if p.exists() else None
 
 
-def _cases_without_summary(pred_dir: Path | None, ref_dir: Path | None, labels: dict[str, int],
-                           missing: dict[str, str]) -> list[ReportCase]:
+def _cases_without_summary(pred_dir: Path | None, ref_dir: Path | None, labels: dict[str, tuple[int, ...]],
+                           ignore: int | None, missing: dict[str, str]) -> list[ReportCase]:
     from medseg.evaluation.metrics import case_metrics
     from medseg.io.image import read_image
 
@@ -256,10 +258,11 @@ def _cases_without_summary(pred_dir: Path | None, ref_dir: Path | None, labels: 
         metrics: dict[str, dict[str, Any]] = {}
         try:
             r, p = read_image(ref), read_image(pred)
-            names = labels or {str(v): int(v) for v in np.union1d(np.unique(r.array), np.unique(p.array)) if v != 0}
+            names = labels or {str(v): (int(v),) for v in np.union1d(np.unique(r.array), np.unique(p.array))
+                               if v != 0 and v != ignore}
             if r.shape == p.shape and names:
-                values = case_metrics(p.array.astype(np.int32), r.array.astype(np.int32), r.spacing, names,
-                                      metrics=["dice"])
+                values = case_metrics(p.array.astype(np.int32), r.array.astype(np.int32), r.spacing,
+                                      {k: list(v) for k, v in names.items()}, metrics=["dice"], ignore=ignore)
                 metrics = {k: {"dice": finite(v["dice"])} for k, v in values.items()}
         except (MedsegError, ValueError):
             metrics = {}

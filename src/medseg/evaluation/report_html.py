@@ -20,6 +20,7 @@ from medseg.evaluation.report_assets import CSS, JS
 from medseg.evaluation.report_svg import Series, line_chart
 from medseg.evaluation.report_volume import class_color
 from medseg.io.dataset import read_dataset_info
+from medseg.io.labels import display_values, structures
 
 if TYPE_CHECKING:
     from medseg.evaluation.report import CaseViewer, ReportCase, ReportInputs
@@ -400,7 +401,8 @@ def _dataset(inputs: ReportInputs) -> str:
                               "Run `medseg fingerprint`."))
         return "".join(parts)
     cases = [c for c in fp.get("cases", []) if isinstance(c, dict)]
-    labels = {str(k): int(v) for k, v in (fp.get("labels") or {}).items() if int(v) != 0}
+    labels = structures(fp.get("labels") or {})
+    colors = display_values(fp.get("labels") or {}, fp.get("regions_class_order"))
     channels = fp.get("channel_names") or []
     parts.append('<div class="cards">' + "".join([
         _card("training cases", str(fp.get("num_cases", len(cases)))),
@@ -425,7 +427,7 @@ def _dataset(inputs: ReportInputs) -> str:
         for name, vals in volumes.items():
             vals = [v for v in vals if v is not None]
             if vals:
-                rows.append([f'<td><span class="swatch" style="background:{class_color(labels[name])}"></span>'
+                rows.append([f'<td><span class="swatch" style="background:{class_color(colors[name])}"></span>'
                              f'{escape(name)} volume (mL)</td>']
                             + [f"<td>{f(vals):.3g}</td>" for f in (np.min, np.median, np.max)])
         parts.append("<h3>Across cases</h3>" + _table(["", "min", "median", "max"], rows))
@@ -455,12 +457,13 @@ def _prod(values: Any) -> str:
         return ""
 
 
-def _volume_ml(case: Mapping[str, Any], value: int) -> float | None:
+def _volume_ml(case: Mapping[str, Any], values: Iterable[int]) -> float | None:
+    """Volume in mL of the voxels holding any of `values` (a class, or a region's values)."""
     counts = case.get("label_voxels") or {}
     spacing = case.get("spacing") or []
-    if str(value) not in counts or not spacing:
-        return 0.0 if counts and spacing else None
-    return float(counts[str(value)]) * float(np.prod(spacing)) / 1000.0
+    if not counts or not spacing:
+        return None
+    return sum(float(counts.get(str(v), 0)) for v in values) * float(np.prod(spacing)) / 1000.0
 
 
 def _figures(figures: list[tuple[str, Path]]) -> str:
