@@ -96,3 +96,15 @@ def test_display_values_of_stored_labels_without_background():
     assert display_values({"kidney": [1, 2, 3], "masses": [2, 3], "tumor": [2]}, [1, 3, 2]) == {
         "kidney": 1, "masses": 3, "tumor": 2}
     assert display_values({"background": 0, "a": 1, "ignore": 2}) == {"a": 1}
+
+
+def test_medseg_validate_reports_a_misplaced_ignore_label_as_one_line(dataset: Path, capsys) -> None:
+    from medseg.cli import main
+
+    _edit(dataset, labels={"background": 0, "liver": 1, "ignore": 2, "tumour": 3})
+    assert main(["validate", str(dataset)]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"error: {dataset / 'dataset.json'}: the ignore label (2) must be the highest label value; "
+                   "3 is declared"]
+    assert main(["fingerprint", str(dataset), "-w", str(dataset.parent / "wd")]) == 2
+    assert "dataset.json: the ignore label" in capsys.readouterr().err
