@@ -254,7 +254,7 @@ def test_region_and_ignore_variants_keep_the_images_and_validate(tmp_path, datas
     marked = read_image(out / "labelsTr" / "phantom_001.nii.gz").array
     nx = plain.shape[-1]
     slab = np.zeros(plain.shape, bool)
-    slab[..., 3 * nx // 8: 5 * nx // 8] = True
+    slab[..., 7 * nx // 16: 9 * nx // 16] = True
     assert (marked[slab] == 3).all()
     np.testing.assert_array_equal(marked[~slab], plain[~slab])
     assert (plain[slab] == 1).any()  # the slab crosses the organ: some organ voxels are unannotated
@@ -273,6 +273,6 @@ def test_preprocessing_keeps_the_ignore_slab_but_never_samples_it(tmp_path):
     assert set(fg[:, 0].tolist()) == {1, 2}
     assert (seg[tuple(fg[:, 1:].T)] == fg[:, 0]).all()
     # The slab stays whole columns of 3 across every slice and row.
-    assert (seg == 3).all(axis=(0, 1)).sum() >= 0.2 * seg.shape[2]
+    assert (seg == 3).all(axis=(0, 1)).sum() >= 0.1 * seg.shape[2]
     props = json.loads((folder / "phantom_000.json").read_text())
     assert props["classes_present"] == [1, 2]

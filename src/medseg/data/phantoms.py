@@ -38,8 +38,8 @@ Two variants exercise nnU-Net v2's label features on the same images:
 - ``regions=True``: dataset.json declares regions, ``"organ": [1, 2]`` (the organ with its
   lesion) and ``"lesion": [2]``, with ``"regions_class_order": [1, 2]``; label files are as usual.
 - ``ignore=True``: ``"ignore": 3`` is declared, and in every label map a slab across x (the
-  middle quarter of the columns, all slices and rows) holds 3: unannotated voxels, through
-  the middle of the body and usually through the organ.
+  middle eighth of the columns, all slices and rows) holds 3: unannotated voxels through the
+  middle of the body, usually a quarter to a half of the organ.
 """
 
 from __future__ import annotations
@@ -172,10 +172,10 @@ def make_phantoms(out_dir: str | Path, cases: int = 8, seed: int = 0, shape_scal
 
 
 def ignore_slab(label: np.ndarray) -> np.ndarray:
-    """A copy of a label map (z, y, x) whose middle quarter of columns (x) holds `IGNORE_VALUE`."""
+    """A copy of a label map (z, y, x) whose middle eighth of columns (x) holds `IGNORE_VALUE`."""
     out = label.copy()
     nx = label.shape[-1]
-    out[..., 3 * nx // 8: 5 * nx // 8] = IGNORE_VALUE
+    out[..., 7 * nx // 16: 9 * nx // 16] = IGNORE_VALUE
     return out
 
 
