@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import MedsegError
+from medseg.io.labels import LabelScheme
 from medseg.planning import Plans, make_plans
 from medseg.preprocessing.fingerprint import compute_fingerprint
 from medseg.preprocessing.preprocess import preprocess_dataset
@@ -129,7 +130,7 @@ def format_plans(plans: Plans) -> str:
         ]
         if c.previous_stage:
             rows.append(("previous stage", f"{c.previous_stage} (its segmentation: "
-                                           f"{max(plans.labels.values())} more input channel(s))"))
+                                           f"{LabelScheme.of(plans).num_predicted_values - 1} more input channel(s))"))
         lines += [f"  {k:<20} {v}" for k, v in rows]
         lines += [f"  note: {n}" for n in c.notes]
     return "\n".join(lines)

@@ -29,6 +29,12 @@ def test_network_in_channels_counts_the_previous_stage():
     assert network_in_channels(desc) == 2
     desc["configuration"]["previous_stage"] = "3d_lowres"
     assert network_in_channels(desc) == 2 + 3
+    # The previous stage's map holds the structures' values, never the ignore label; a region
+    # model's map holds the values its regions are made of.
+    desc["labels"] = {"background": 0, "a": 1, "b": 2, "c": 3, "ignore": 4}
+    assert network_in_channels(desc) == 2 + 3
+    desc["labels"], desc["regions_class_order"] = {"background": 0, "ab": [1, 2], "b": [2]}, [1, 2]
+    assert network_in_channels(desc) == 2 + 2
 
 
 def test_missing_previous_predictions_name_the_command(tmp_path):

@@ -25,10 +25,11 @@ from tqdm import tqdm
 from medseg.errors import MedsegError
 from medseg.inference.predictor import Predictor, case_id_of
 from medseg.io.image import Image, has_image_suffix, read_image
+from medseg.io.labels import LabelScheme
 from medseg.planning.plans import Plans
 from medseg.preprocessing.crop import uncrop
 from medseg.preprocessing.preprocess import preprocessed_dir, save_array, separate_z_for
-from medseg.preprocessing.resample import labels_from_scores, resample_label
+from medseg.preprocessing.resample import resample_label
 from medseg.training.previous_stage import next_stage_dir
 from medseg.utils.files import read_json, write_json
 
@@ -91,7 +92,7 @@ def predict_next_stage(workdir: str | Path, config: str = "3d_lowres", folds: Se
             scores = predictor.predict_preprocessed(torch.from_numpy(data))
             for n, folder in grids.items():
                 shape = read_json(folder / f"{case_id}.json")["shape_after_resample"]
-                labels = labels_from_scores(scores, shape, separate_z)
+                labels = predictor.labels_from_probabilities(scores, shape, separate_z)
                 save_array(next_stage_dir(workdir, config, n) / f"{case_id}.npy", labels.numpy().astype(np.int16))
                 done[n][case_id] = fold_dir.name
     for n, cases in done.items():
@@ -147,7 +148,7 @@ class PreviousStageCrossValidation:
         self.plan = plans.configuration(config)
         self.folder = next_stage_dir(workdir, self.plan.previous_stage, config)
         self.grid = preprocessed_dir(workdir, plans, config)
-        self.classes = list(range(max(plans.labels.values()) + 1))
+        self.classes = list(range(LabelScheme.of(plans).num_predicted_values))
 
     def labels(self, case_id: str | None, reference: Image, image: np.ndarray) -> np.ndarray:
         path = self.folder / f"{case_id}.npy"

@@ -137,6 +137,12 @@ class LabelScheme:
         return max([0] + [v[0] for v in self.foreground.values()]) + 1
 
     @property
+    def num_predicted_values(self) -> int:
+        """Values 0..n-1 a predicted label map can hold: background and every structure's values
+        (never the ignore label). A cascade stage one-hot encodes its previous stage's map over them."""
+        return max([0] + self.foreground_values) + 1
+
+    @property
     def output_names(self) -> list[str]:
         """A name per structure whose Dice training reports: the regions, or the foreground classes
         by value."""

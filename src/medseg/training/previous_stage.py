@@ -27,6 +27,7 @@ from medseg.augmentation.cascade import PerturbationConfig, apply_perturbation, 
 from medseg.augmentation.resampling import Workspace
 from medseg.augmentation.spatial import transform_sample
 from medseg.errors import MedsegError
+from medseg.io.labels import LabelScheme
 from medseg.planning.plans import ConfigurationPlan
 from medseg.preprocessing.preprocess import preprocess_label, separate_z_for
 
@@ -53,7 +54,7 @@ def require_previous_predictions(workdir: str | Path, plan: ConfigurationPlan, c
 
 
 def num_classes_of(desc: dict[str, Any]) -> int:
-    return max(desc["labels"].values()) + 1
+    return LabelScheme.of(desc).num_predicted_values
 
 
 def network_in_channels(desc: dict[str, Any]) -> int:

@@ -155,7 +155,7 @@ class Trainer:
         share = self.dist.share(sampler.batch_size)
         previous = None
         if self.previous_dir is not None:  # training perturbs the previous stage (with augmentation)
-            previous = PreviousStageChannels(max(self.plans.labels.values()) + 1, augmenter,
+            previous = PreviousStageChannels(self.labels.num_predicted_values, augmenter,
                                              PerturbationConfig() if augmenter is not None else None, seed)
 
         def produce(step: int) -> tuple[torch.Tensor, torch.Tensor]:
