@@ -85,7 +85,7 @@ def test_region_prediction_is_nested_and_evaluated_per_region(regions):
     for name in ("organ", "lesion"):
         assert summary["mean"][name]["dice"] == pytest.approx(by_hand[name]["dice"], nan_ok=True)
     assert main(["report", str(wd), "--out", str(wd / "report.html")]) == 0
-    assert "lesion" in (wd / "report.html").read_text()
+    assert "lesion" in (wd / "report.html").read_text(encoding="utf-8")
 
 
 def test_region_model_exports_to_onnx_and_refuses_post_processing(regions, capsys):
