@@ -40,6 +40,15 @@ Two variants exercise nnU-Net v2's label features on the same images:
 - ``ignore=True``: ``"ignore": 3`` is declared, and in every label map a slab across x (the
   middle eighth of the columns, all slices and rows) holds 3: unannotated voxels through the
   middle of the body, usually a quarter to a half of the organ.
+
+Two more change the geometry, for planning (the default is unchanged by them):
+
+- ``spacing=(z, y, x)`` centres each case's spacing there (mm) instead of about
+  (2.75, 0.8, 0.8), keeping the default's relative spread (z within +-9 %, in-plane +-6 %).
+  The voxel counts scale inversely, so the field of view and the anatomy keep their size in
+  millimetres: ``spacing=(1, 1, 1)`` gives about 72 x 90 x 90 voxels of 1 mm.
+- ``spatial_dims=2`` keeps one axial slice per case, the one with the most lesion voxels (so
+  every 2D case holds both labels), as a 2D image of spacing (y, x).
 """
 
 from __future__ import annotations
@@ -62,6 +71,8 @@ PHANTOM_REGIONS = {"background": 0, "organ": [1, 2], "lesion": [2]}
 IGNORE_VALUE = 3
 # Bumped whenever the same seed would start to give different arrays.
 GENERATOR_VERSION = 1
+# The centre of the default spacing ranges (z, y, x) in mm; `spacing=` rescales around it.
+_DEFAULT_SPACING = (2.75, 0.8, 0.8)
 _FILE_ENDING = ".nii.gz"
 _CASE_RE = re.compile(r"^phantom_(\d+)(_0000)?\.nii\.gz$")
 
@@ -79,6 +90,8 @@ def make_phantom_case(
     *,
     index: int = 0,
     lesion_darker: bool | None = None,
+    spacing: tuple[float, float, float] | None = None,
+    spatial_dims: int = 3,
 ) -> tuple[Image, Image]:
     """One synthetic case: ``(image, label)``, both with identical geometry.
 
@@ -90,6 +103,9 @@ def make_phantom_case(
         By default it follows the case index when a seed is given (even: darker, odd:
         brighter, so any run of consecutive cases holds both kinds in equal measure) and is
         drawn at random when a Generator is given.
+    spacing: the centre spacing (z, y, x) in mm (module docstring); None keeps the default
+        ranges.
+    spatial_dims: 3 for volumes; 2 for one axial slice per case, with spacing (y, x).
 
     The image is int16 Hounsfield-like units; the label is uint8 with 0 background,
     1 organ, 2 lesion (every case has all three).
@@ -104,17 +120,42 @@ def make_phantom_case(
         raise TypeError(f"rng_or_seed must be an int or numpy Generator, got {type(rng_or_seed).__name__}")
     if not shape_scale > 0:
         raise MedsegError(f"shape_scale must be positive, got {shape_scale}")
-    return _Phantom(rng, float(shape_scale), lesion_darker).build()
+    spacing = _check_variant(spacing, spatial_dims)
+    image, label = _Phantom(rng, float(shape_scale), lesion_darker, spacing).build()
+    return _axial_slice(image, label) if spatial_dims == 2 else (image, label)
+
+
+def _check_variant(spacing: tuple[float, float, float] | None, spatial_dims: int) -> tuple[float, ...] | None:
+    if spatial_dims not in (2, 3):
+        raise MedsegError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+    if spacing is None:
+        return None
+    values = tuple(float(v) for v in spacing)
+    if len(values) != 3 or not all(np.isfinite(v) and v > 0 for v in values):
+        raise MedsegError(f"spacing must be three positive millimetre values (z, y, x), got {spacing!r}")
+    return values
+
+
+def _axial_slice(image: Image, label: Image) -> tuple[Image, Image]:
+    """The slice with the most lesion voxels (then the most organ voxels) as 2D images of
+    spacing (y, x); the origin keeps the volume's in-plane position."""
+    counts = [(int(np.sum(sl == 2)), int(np.sum(sl == 1))) for sl in label.array]
+    k = max(range(len(counts)), key=lambda i: counts[i])
+    spacing, origin = image.spacing[1:], image.origin[:2]  # origin is in ITK (x, y, z) order
+    return Image(image.array[k].copy(), spacing, origin, ()), Image(label.array[k].copy(), spacing, origin, ())
 
 
 def make_phantoms(out_dir: str | Path, cases: int = 8, seed: int = 0, shape_scale: float = 1.0, *,
-                  regions: bool = False, ignore: bool = False) -> Path:
+                  regions: bool = False, ignore: bool = False, spacing: tuple[float, float, float] | None = None,
+                  spatial_dims: int = 3) -> Path:
     """Write `cases` phantoms and their dataset.json to `out_dir`; return `out_dir`.
 
     `out_dir` may be missing, empty, or an earlier phantom dataset (which is overwritten,
     including removing phantom cases beyond `cases`); any other non-empty folder is refused
     rather than mixed with. `regions` declares the organ and lesion as nested regions;
     `ignore` marks a slab of every label map with the ignore label 3 (module docstring).
+    `spacing` and `spatial_dims` change the geometry (module docstring); the dataset.json
+    records them when they differ from the default.
     """
     out = Path(out_dir)
     if isinstance(cases, bool) or not isinstance(cases, (int, np.integer)) or cases < 1:
@@ -123,6 +164,7 @@ def make_phantoms(out_dir: str | Path, cases: int = 8, seed: int = 0, shape_scal
         raise MedsegError(f"seed must be a non-negative integer, got {seed!r}")
     if not shape_scale > 0:
         raise MedsegError(f"shape_scale must be positive, got {shape_scale}")
+    spacing = _check_variant(spacing, spatial_dims)
     if out.exists() and not out.is_dir():
         raise MedsegError("exists and is not a folder", out)
     _check_target(out)
@@ -130,18 +172,27 @@ def make_phantoms(out_dir: str | Path, cases: int = 8, seed: int = 0, shape_scal
     width = max(3, len(str(cases - 1)))
     ids = [f"phantom_{i:0{width}d}" for i in range(cases)]
     for i, case_id in enumerate(ids):
-        image, label = make_phantom_case(int(seed), shape_scale, index=i)
+        image, label = make_phantom_case(int(seed), shape_scale, index=i, spacing=spacing,
+                                         spatial_dims=spatial_dims)
         if ignore:
             label = Image(ignore_slab(label.array), label.spacing, label.origin, label.direction)
         write_image(image, out / "imagesTr" / f"{case_id}_0000{_FILE_ENDING}")
         write_image(label, out / "labelsTr" / f"{case_id}{_FILE_ENDING}")
     _remove_stale(out, set(ids))
 
+    variant, grid = {}, "anisotropic volume (about 0.8 x 0.8 mm in-plane, 2.5-3.0 mm slices)"
+    if spacing is not None:
+        variant["spacing"] = list(spacing)
+        grid = "volume (spacing about {} mm, z y x)".format(" x ".join(f"{v:g}" for v in spacing))
+    if spatial_dims == 2:
+        variant["spatial_dims"] = 2
+        grid = "axial slice through the lesion, from a " + grid
+    arguments = "".join(f", {k}={tuple(v) if isinstance(v, list) else v}" for k, v in variant.items())
     write_json(out / "dataset.json", {
         "name": "Phantoms",
         "description": (
             "Synthetic CT-like phantoms generated by medseg (medseg.data.phantoms). Each case is an "
-            "anisotropic volume (about 0.8 x 0.8 mm in-plane, 2.5-3.0 mm slices) of air around an "
+            f"{grid} of air around an "
             "elliptical body with fat and muscle rims, soft tissue with fat patches, a spine-like bone "
             "column with paraspinal muscles, vessel-like tubes and blobs as bright as the organ, a "
             "smoothly deformed ellipsoidal "
@@ -151,7 +202,7 @@ def make_phantoms(out_dir: str | Path, cases: int = 8, seed: int = 0, shape_scal
         "reference": (
             "Synthetic: generated with `medseg make-phantoms` / medseg.data.phantoms.make_phantoms"
             f"(cases={cases}, seed={int(seed)}, shape_scale={float(shape_scale)}"
-            + (", regions=True" if regions else "") + (", ignore=True" if ignore else "")
+            + (", regions=True" if regions else "") + (", ignore=True" if ignore else "") + arguments
             + f"), generator version {GENERATOR_VERSION}; the same arguments reproduce identical arrays."
         ),
         "licence": "CC0-1.0 (synthetic data)",
@@ -166,6 +217,7 @@ def make_phantoms(out_dir: str | Path, cases: int = 8, seed: int = 0, shape_scal
             "shape_scale": float(shape_scale),
             "regions": bool(regions),
             "ignore": bool(ignore),
+            **variant,
         },
     })
     return out
@@ -223,9 +275,11 @@ def _remove_stale(out: Path, keep: set[str]) -> None:
 class _Phantom:
     """Draws one case's parameters, then paints masks and intensities on its grid."""
 
-    def __init__(self, rng: np.random.Generator, scale: float, lesion_darker: bool | None = None):
+    def __init__(self, rng: np.random.Generator, scale: float, lesion_darker: bool | None = None,
+                 spacing: tuple[float, ...] | None = None):
         self.scale = scale
         self.lesion_darker = lesion_darker
+        self.centre_spacing = spacing
         # Independent streams: the scalar parameters do not depend on the grid size, so a case at
         # shape_scale 2 is the same anatomy as at 1, only larger.
         seeds = rng.integers(0, 2**63 - 1, size=3)
@@ -267,19 +321,25 @@ class _Phantom:
         sxy = round(u(0.75, 0.85), 3)
         sz = round(u(2.5, 3.0), 3)
         nz0, ny0, nx0 = u(22, 30.99), u(96, 128.99), u(96, 128.99)
+        sy = sx = sxy
+        if self.centre_spacing is not None:
+            # Same relative spread around another centre; voxel counts keep the field of view.
+            f = [c / d for c, d in zip(self.centre_spacing, _DEFAULT_SPACING)]
+            sz, sy, sx = round(sz * f[0], 4), round(sxy * f[1], 4), round(sxy * f[2], 4)
+            nz0, ny0, nx0 = nz0 / f[0], ny0 / f[1], nx0 / f[2]
         self.shape = shape = (max(8, int(nz0 * s)), max(16, int(ny0 * s)), max(16, int(nx0 * s)))
-        self.spacing = spacing = (sz, sxy, sxy)
+        self.spacing = spacing = (sz, sy, sx)
         nz, ny, nx = shape
-        ext_z, ext_y, ext_x = nz * sz, ny * sxy, nx * sxy
+        ext_z, ext_y, ext_x = nz * sz, ny * sy, nx * sx
         origin = (
-            round(-(nx - 1) * sxy / 2 + u(-25, 25), 2),
-            round(-(ny - 1) * sxy / 2 + u(-25, 25), 2),
+            round(-(nx - 1) * sx / 2 + u(-25, 25), 2),
+            round(-(ny - 1) * sy / 2 + u(-25, 25), 2),
             round(u(-400, -100), 2),
         )
         # World coordinates in mm relative to the centre of the field, array axis order.
         zc = ((np.arange(nz) - (nz - 1) / 2) * sz).astype(np.float32)[:, None, None]
-        yc = ((np.arange(ny) - (ny - 1) / 2) * sxy).astype(np.float32)[None, :, None]
-        xc = ((np.arange(nx) - (nx - 1) / 2) * sxy).astype(np.float32)[None, None, :]
+        yc = ((np.arange(ny) - (ny - 1) / 2) * sy).astype(np.float32)[None, :, None]
+        xc = ((np.arange(nx) - (nx - 1) / 2) * sx).astype(np.float32)[None, None, :]
         grid = (zc, yc, xc)
 
         # Intensities (HU).
@@ -447,7 +507,7 @@ class _Phantom:
             | (tube_d <= tube_r + gap)
         # Room left for a distractor around each voxel, on a grid halved in-plane (plenty for
         # choosing centres, four times cheaper).
-        free = ndimage.distance_transform_edt(~occupied[:, ::2, ::2], sampling=(sz, 2 * sxy, 2 * sxy))
+        free = ndimage.distance_transform_edt(~occupied[:, ::2, ::2], sampling=(sz, 2 * sy, 2 * sx))
         half_grid = (zc, yc[:, ::2], xc[:, :, ::2])
         blobs: list[np.ndarray] = []
         placed: list[tuple[np.ndarray, float]] = []
