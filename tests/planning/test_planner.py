@@ -5,8 +5,8 @@ import pytest
 
 from medseg.errors import MedsegError
 from medseg.planning.plans import Plans
-from medseg.planning.planner import (make_plans, plan_configuration, rule_initial_patch, rule_target_spacing,
-                                     rule_topology)
+from medseg.planning.planner import (make_plans, plan_configuration, rule_initial_patch, rule_shrink_patch,
+                                     rule_target_spacing, rule_topology)
 
 
 def fingerprint(spacings, shapes, channels=("CT",), labels=None):
@@ -121,3 +121,14 @@ def test_mirror_axes_from_dataset_json_reach_every_configuration():
     assert plans.configuration("2d").mirror_axes == [0]  # the volume's y is the slice's first axis
     fp["mirror_axes"] = None
     assert make_plans(fp, budget_gb=1.0).configuration("3d_fullres").mirror_axes is None
+
+
+def test_shrinking_takes_the_last_largest_axis_by_the_smaller_networks_stride():
+    topo = rule_topology([1.0, 1.0], [256, 256])
+    assert topo.divisor == [64, 64]
+    # Ties go to the last axis; 256 - 64 = 192 has stride 32, so 224 is the next size, not 192.
+    assert rule_shrink_patch([1.0, 1.0], topo, [300, 300]) == [256, 224]
+    # An axis at its smallest gives way to the next largest.
+    small = rule_topology([1.0, 1.0], [4, 64])
+    assert small.divisor == [1, 8] and rule_shrink_patch([1.0, 1.0], small, [4, 100]) == [4, 56]
+    assert rule_shrink_patch([1.0, 1.0], rule_topology([1.0, 1.0], [4, 4]), [10, 10]) is None

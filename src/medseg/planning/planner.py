@@ -20,7 +20,6 @@ from medseg.preprocessing.normalize import scheme_for_channel
 
 ANISOTROPY_RATIO = 3.0
 MIN_FEATURE_MAP = 4
-MAX_STAGES = {2: 7, 3: 6}
 START_VOXELS = {2: 2048**2, 3: 256**3}
 MAX_BATCH_FRACTION = 0.05
 MIN_BATCH = 2
@@ -60,48 +59,78 @@ def rule_target_spacing(spacings: np.ndarray, shapes: np.ndarray) -> tuple[list[
     return target.tolist(), notes
 
 
-def rule_topology(spacing: Sequence[float], patch_size: Sequence[int], max_stages: int) -> Topology:
-    """Down-sample an axis while its feature map stays >= 4 voxels after halving and its current
-    spacing is below 2x the finest; kernels are 3 on an axis once its spacing is within 2x of
-    the finest (1 before, so a coarse axis is not mixed early). The patch becomes a multiple
-    of the total stride per axis."""
+def rule_topology(spacing: Sequence[float], patch_size: Sequence[float], max_stages: int | None = None) -> Topology:
+    """Strides and kernels per stage for a patch (z, y, x voxels) at `spacing` (mm).
+
+    Stage by stage, an axis is down-sampled (stride 2) when
+    - its feature map is at least 2 x MIN_FEATURE_MAP voxels, so it keeps at least 4 after
+      halving (a map of n voxels halves to ceil(n / 2): the patch is padded to the total stride),
+    - its spacing is below 2x the finest spacing among the axes that can still be down-sampled,
+    - and, when it is the only such axis, its map is at least 3 x MIN_FEATURE_MAP (a lone axis
+      is not halved down to the minimum).
+    Kernels are 3 on an axis once its spacing is within 2x of the finest spacing, and 1 before,
+    so a coarse axis is not mixed before the others catch up; once 3, they stay 3. The patch
+    becomes a multiple of the total stride per axis. `max_stages` caps the depth (None: no cap,
+    as in nnU-Net v2)."""
     dims = len(spacing)
     cur_spacing = list(map(float, spacing))
     cur_size = list(map(float, patch_size))
     kernel_on = [False] * dims
     kernels, strides = [], [[1] * dims]
-    while len(strides) < max_stages:
+
+    def update_kernels() -> None:
         finest = min(cur_spacing)
         for a in range(dims):
-            if cur_spacing[a] / finest < 2:
-                kernel_on[a] = True
+            kernel_on[a] = kernel_on[a] or cur_spacing[a] / finest < 2
+
+    while max_stages is None or len(strides) < max_stages:
+        update_kernels()
         kernels.append([3 if k else 1 for k in kernel_on])
-        pool = [cur_spacing[a] / finest < 2 and cur_size[a] / 2 >= MIN_FEATURE_MAP for a in range(dims)]
-        if not any(pool):
+        fits = [a for a in range(dims) if cur_size[a] >= 2 * MIN_FEATURE_MAP]
+        finest_fit = min((cur_spacing[a] for a in fits), default=0.0)
+        pool = [a for a in fits if cur_spacing[a] / finest_fit < 2]
+        if not pool or (len(pool) == 1 and cur_size[pool[0]] < 3 * MIN_FEATURE_MAP):
             break
-        strides.append([2 if p else 1 for p in pool])
-        for a in range(dims):
-            if pool[a]:
-                cur_spacing[a] *= 2
-                cur_size[a] /= 2
-    finest = min(cur_spacing)
-    for a in range(dims):
-        if cur_spacing[a] / finest < 2:
-            kernel_on[a] = True
+        strides.append([2 if a in pool else 1 for a in range(dims)])
+        for a in pool:
+            cur_spacing[a] *= 2
+            cur_size[a] = float(np.ceil(cur_size[a] / 2))
     if len(kernels) < len(strides):
+        update_kernels()
         kernels.append([3 if k else 1 for k in kernel_on])
     topo = Topology(kernels, strides, list(patch_size))
     topo.patch_size = [int(np.ceil(p / d) * d) for p, d in zip(patch_size, topo.divisor)]
     return topo
 
 
-def rule_initial_patch(spacing: Sequence[float], median_shape: Sequence[float]) -> list[int]:
-    """A large patch with aspect 1/spacing (isotropic in millimetres), clipped to the median image."""
+def rule_initial_patch(spacing: Sequence[float], median_shape: Sequence[float]) -> list[float]:
+    """A large patch with aspect 1/spacing (isotropic in millimetres), clipped to the median image.
+    The median of an even number of cases may end in .5; it is kept (the topology pads the
+    patch up to its total stride), as nnU-Net v2 does."""
     dims = len(spacing)
     aspect = 1.0 / np.asarray(spacing, dtype=float)
     aspect = aspect / prod(aspect) ** (1 / dims)
     patch = aspect * START_VOXELS[dims] ** (1 / dims)
-    return [int(round(min(p, m))) for p, m in zip(patch, median_shape)]
+    return [float(min(round(p), m)) for p, m in zip(patch, median_shape)]
+
+
+def rule_shrink_patch(spacing: Sequence[float], topo: Topology, median_shape: Sequence[float]) -> list[int] | None:
+    """One step down from `topo`'s patch: the axis largest relative to the median image (the
+    last such axis on ties, as nnU-Net; the next one when it is already at its smallest) loses
+    one stride step. The step is the total stride the smaller patch has on that axis, so a
+    shallower network's valid sizes are not skipped (256 with stride 64 becomes 224, not 192).
+    None when no axis can shrink any more."""
+    rel = np.asarray(topo.patch_size, dtype=float) / np.maximum(np.asarray(median_shape, dtype=float), 1)
+    for a in sorted(range(len(rel)), key=lambda i: (rel[i], i), reverse=True):
+        patch = list(topo.patch_size)
+        patch[a] -= topo.divisor[a]
+        if patch[a] < MIN_FEATURE_MAP:
+            continue
+        finer = list(patch)
+        finer[a] = topo.patch_size[a] - rule_topology(spacing, patch).divisor[a]
+        # The finer step must still shrink once padded to its own network's stride.
+        return finer if rule_topology(spacing, finer).patch_size[a] < topo.patch_size[a] else patch
+    return None
 
 
 def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, in_channels: int,
@@ -118,7 +147,8 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
         target, notes = rule_target_spacing(spacings, shapes)
     else:
         target, notes = list(map(float, target_spacing)), [f"target spacing {_r(target_spacing)} (low resolution)"]
-    resampled = shapes * spacings / np.asarray(target)
+    # Each case's voxel counts after resampling (as preprocessing rounds them), then the median.
+    resampled = np.maximum(np.round(shapes * spacings / np.asarray(target)), 1)
     median_shape = np.median(resampled, axis=0)
     patch = rule_initial_patch(target, median_shape)
     if max_patch_voxels and prod(patch) > max_patch_voxels:
@@ -134,30 +164,24 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
                                        topo.strides, dtype=dtype, device=device)
 
     def derive(p: list[int]) -> tuple[Topology, list[int], int]:
-        topo = rule_topology(target, p, MAX_STAGES[dims])
+        topo = rule_topology(target, p)
         feats = [min(base_features * 2**i, cap) for i in range(len(topo.strides))]
         return topo, feats, bytes_at(topo, feats, MIN_BATCH)
 
     topo, feats, mem = derive(patch)
     while mem > budget or (max_patch_voxels and prod(topo.patch_size) > max_patch_voxels):
-        # Shrink the axis that is largest relative to the median image, by one divisor step.
-        rel = np.asarray(topo.patch_size) / np.maximum(median_shape, 1)
-        a = int(np.argmax(rel))
-        step = topo.divisor[a]
-        new = topo.patch_size[a] - step
-        if new < MIN_FEATURE_MAP:
+        patch = rule_shrink_patch(target, topo, median_shape)
+        if patch is None:
             notes.append("budget too small even for the smallest patch; kept the smallest")
             break
-        patch = list(topo.patch_size)
-        patch[a] = new
         topo, feats, mem = derive(patch)
-    batch = largest_batch(lambda b: bytes_at(topo, feats, b), budget)
+    batch_fit = largest_batch(lambda b: bytes_at(topo, feats, b), budget)
     if dataset_voxels is None:
         dataset_voxels = float(np.sum(np.prod(resampled, axis=1)))
     batch_cap = max(MIN_BATCH, int(MAX_BATCH_FRACTION * dataset_voxels / prod(topo.patch_size)))
-    if batch > batch_cap:
-        notes.append(f"batch {batch} capped at {batch_cap}: a batch covers at most 5% of the dataset's voxels")
-        batch = batch_cap
+    batch = min(batch_fit, batch_cap)
+    notes.append(f"batch {batch}: {batch_fit} fit the memory budget; a batch covers at most 5% of the "
+                 f"dataset's voxels, {batch_cap} patches" + (" (capped)" if batch_fit > batch_cap else ""))
     mem = bytes_at(topo, feats, batch)
     spec = StepSpec.make(topo.patch_size, batch, in_channels, num_classes, feats, topo.kernel_sizes, topo.strides)
     spacing_ratio = max(target) / min(target)
@@ -168,7 +192,7 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
         model_options={"features": feats, "kernel_sizes": topo.kernel_sizes, "strides": topo.strides,
                        "deep_supervision": True},
         resampling={"data": "cubic", "label": "linear", "separate_z": bool(separate_z)},
-        median_shape=[int(round(m)) for m in median_shape],
+        median_shape=[float(m) for m in median_shape],
         predicted_memory_gb=round(mem / GB, 3),
         predicted_iteration_s=round(estimate_iteration_seconds(spec, device), 3), notes=notes,
     )
@@ -211,17 +235,15 @@ def coverage(plan: ConfigurationPlan) -> float:
 def rule_lowres(full: ConfigurationPlan, spacings: np.ndarray, shapes: np.ndarray,
                 **common: Any) -> ConfigurationPlan | None:
     """`3d_lowres` when the full-resolution patch covers less than a quarter of the median
-    image: coarsen the spacing in 3 % steps (finer axes first, until they reach the coarsest)
-    until a patch planned at that spacing covers at least a quarter."""
+    image: coarsen the spacing in 3 % steps until a patch planned at that spacing covers at
+    least a quarter. Axes more than 2x finer than the coarsest go first (as nnU-Net v2); once
+    every axis is within 2x of it, all axes grow together."""
     if coverage(full) >= LOWRES_MIN_COVERAGE:
         return None
     spacing = np.asarray(full.target_spacing, dtype=float)
     for _ in range(200):
-        coarsest = spacing.max()
-        if np.any(spacing < coarsest):
-            spacing = np.minimum(spacing * LOWRES_STEP, coarsest)
-        else:
-            spacing = spacing * LOWRES_STEP
+        finer = spacing.max() / spacing > 2
+        spacing = spacing * np.where(finer, LOWRES_STEP, 1.0) if finer.any() else spacing * LOWRES_STEP
         low = plan_configuration("3d_lowres", spacings, shapes, target_spacing=spacing.tolist(), **common)
         if coverage(low) >= LOWRES_MIN_COVERAGE:
             low.notes.append(f"full-resolution patch covered {coverage(full):.0%} of the median image; "

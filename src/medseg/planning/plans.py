@@ -31,7 +31,7 @@ class ConfigurationPlan:
     model: str = "dynunet"
     model_options: dict[str, Any] = field(default_factory=dict)
     resampling: dict[str, Any] = field(default_factory=lambda: {"data": "linear", "label": "linear", "separate_z": False})
-    median_shape: list[int] = field(default_factory=list)
+    median_shape: list[float] = field(default_factory=list)  # median case shape at target_spacing
     loss: str = "dice_ce"
     mirror_axes: list[int] | None = None  # spatial axes augmentation and test-time mirroring may flip
     # A cascade stage: the configuration whose segmentation (one-hot, foreground classes) is
