@@ -191,7 +191,7 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
         patch_size=topo.patch_size, batch_size=batch, normalization=normalization, model=model,
         model_options={"features": feats, "kernel_sizes": topo.kernel_sizes, "strides": topo.strides,
                        "deep_supervision": True},
-        resampling={"data": "cubic", "label": "linear", "separate_z": bool(separate_z)},
+        resampling={"data": "spline", "label": "linear", "separate_z": bool(separate_z)},
         median_shape=[float(m) for m in median_shape],
         predicted_memory_gb=round(mem / GB, 3),
         predicted_iteration_s=round(estimate_iteration_seconds(spec, device), 3), notes=notes,
