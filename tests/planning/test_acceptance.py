@@ -154,6 +154,7 @@ def test_configurations_exist_exactly_as_the_rules_say(variant):
     full = plans.configuration("3d_fullres")
     covers = prod(full.patch_size) / prod(full.median_shape)
     assert ("3d_lowres" in plans.names()) == (covers < 0.25), f"{name}: full-res patch covers {covers:.0%}"
+    assert ("3d_cascade_fullres" in plans.names()) == ("3d_lowres" in plans.names())
     assert "2d" in plans.names()
     if "3d_lowres" in plans.names():
         low = plans.configuration("3d_lowres")
