@@ -73,6 +73,8 @@ def medseg_plans(folder: Path) -> dict[str, dict[str, Any]]:
     plans = make_plans(compute_fingerprint(folder), budget_gb=BUDGET_GB, device="cuda")
     out = {}
     for name in plans.names():
+        if name not in CONFIGS:
+            continue  # 3d_cascade_fullres: inherits 3d_fullres
         c = plans.configuration(name)
         out[name] = {"spacing": c.target_spacing, "patch": c.patch_size, "batch": c.batch_size,
                      "strides": c.model_options["strides"], "kernels": c.model_options["kernel_sizes"],
