@@ -59,7 +59,7 @@ def run_demo(workdir: str | Path = "medseg_demo", minutes: float = 8.0, cases: i
     run_fingerprint(dataset, wd, workers=2, verbose=True)
     print("[3/6] plan (CPU demo budget)")
     run_plan(dataset, wd, budget_gb=2.0, device="cpu", base_features=DEMO_BASE_FEATURES,
-             max_patch_voxels=DEMO_MAX_PATCH_VOXELS, verbose=True)
+             max_patch_voxels=DEMO_MAX_PATCH_VOXELS, verbose=True, measure_time=True)
     print("[4/6] preprocess")
     run_preprocess(dataset, wd, "3d_fullres", workers=2, verbose=True)
     print(f"[5/6] train fold 0 for up to {minutes:g} min")

@@ -18,11 +18,13 @@ from medseg.planning.measure import StepSpec, measure_training_step
 from medseg.planning.memory import stage_shapes
 
 # Effective training throughput in FLOP/s (convolution FLOPs only; normalisation, activation
-# and loss are memory-bound and folded into the rate). "cpu" is about the median that fp32
-# training steps reached on this project's shared 2-core AVX2 machine (docs/planning.md: 0.2
-# GFLOP/s for 4-feature networks to 13 for wide 2D ones, and the load moves it); "cuda" is a
-# stated rate for mixed-precision 3D U-Net training on a mid-range 8 GB GPU, not a measurement.
-DEVICE_FLOPS = {"cpu": 2e9, "cuda": 10e12}
+# and loss are memory-bound and folded into the rate). "cpu" is for two threads of this
+# project's 2-core AVX2 machine in fp32: one thread measured 13.5 GFLOP/s on a 4-feature
+# network, 41 on 16-128 features and 54-65 on the demo's and a 32-320 plan; two threads add
+# about 1.7x, and the quiet demo's training reached 99 (docs/planning.md). The rate errs low so
+# that a measurement is never planned on a patch too large to finish. "cuda" is a stated rate
+# for mixed-precision 3D U-Net training on a mid-range 8 GB GPU, not a measurement.
+DEVICE_FLOPS = {"cpu": 50e9, "cuda": 10e12}
 # A measurement runs a warm-up step and two timed steps in a fresh process that needs a few
 # seconds to start.
 MEASURED_STEPS = 2
