@@ -123,9 +123,11 @@ def _predict(a: argparse.Namespace) -> int:
     pred = Predictor.from_model_dir(a.model_dir, folds=a.folds, checkpoint=a.checkpoint, device=a.device,
                                     precision=precision, step=step, mirror=mirror, progress=True,
                                     tile_batch=a.tile_batch, backend=a.backend,
-                                    previous_stage_predictions=a.previous_stage_predictions)
+                                    previous_stage_predictions=a.previous_stage_predictions,
+                                    accumulation=a.accumulation, save_probabilities=a.save_probabilities)
     written = pred.predict_folder(a.input, a.output)
-    print(f"wrote {len(written)} label map(s) to {a.output}")
+    extra = " and their class probabilities (CASE.npz, CASE.json)" if a.save_probabilities else ""
+    print(f"wrote {len(written)} label map(s){extra} to {a.output}")
     return 0
 
 
@@ -314,8 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     preset.add_argument("--accurate", action="store_true", help="step 0.5 with mirroring over all axes (8x slower in 3D)")
     s.add_argument("--tile-batch", type=int, default=1, help="tiles per network call (default 1)")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto = bf16 where the hardware runs it natively, else fp32")
+                   help="network precision; auto = bf16 where the hardware runs it natively, else fp32")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    s.add_argument("--accumulation", choices=["fp16", "fp32"], default="fp16",
+                   help="precision of the class-by-voxel scores (default fp16: half the memory; docs/inference.md)")
+    s.add_argument("--save-probabilities", action="store_true",
+                   help="also write CASE.npz (class probabilities, float16, (C, z, y, x) on the scan's grid) "
+                        "and CASE.json (geometry, class names)")
     s.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                    help="run the exported ONNX model with ONNX Runtime (after `medseg export`)")
     s.add_argument("--previous-stage-predictions", metavar="DIR",

@@ -33,14 +33,27 @@ def tiny_description() -> dict:
 
 
 @pytest.fixture
-def tiny_model_dir(tmp_path) -> Path:
-    desc = tiny_description()
-    model_dir = tmp_path / "model"
-    write_json(model_dir / "model.json", desc)
-    for fold in (0, 1):
-        torch.manual_seed(fold)
-        save_checkpoint(model_dir / f"fold_{fold}", "checkpoint_final", build_model(desc), {"epoch": 1})
-    return model_dir
+def make_model_dir(tmp_path):
+    """make(num_classes=3, patch_size=None, folds=(0, 1)) -> a model folder of the tiny
+    description with random weights (fold k seeded with k)."""
+    def make(num_classes: int = 3, patch_size: list[int] | None = None, folds=(0, 1)) -> Path:
+        desc = tiny_description()
+        if num_classes != 3:
+            desc["labels"] = {"background": 0, **{f"class_{k}": k for k in range(1, num_classes)}}
+        if patch_size:
+            desc["configuration"]["patch_size"] = list(patch_size)
+        model_dir = tmp_path / f"model_{num_classes}"
+        write_json(model_dir / "model.json", desc)
+        for fold in folds:
+            torch.manual_seed(fold)
+            save_checkpoint(model_dir / f"fold_{fold}", "checkpoint_final", build_model(desc), {"epoch": 1})
+        return model_dir
+    return make
+
+
+@pytest.fixture
+def tiny_model_dir(make_model_dir) -> Path:
+    return make_model_dir()
 
 
 @pytest.fixture

@@ -4,14 +4,18 @@ import torch
 
 from medseg.errors import MedsegError
 from medseg.inference import Predictor
-from medseg.inference.predictor import discover_inputs, softmax_
+from medseg.inference.predictor import activate_, discover_inputs
 from medseg.io import read_image
 
 
-def test_in_place_softmax_matches_torch():
+def test_in_place_softmax_and_sigmoid_match_torch_in_any_slab_and_dtype():
     x = torch.randn(4, 5, 6, 7) * 10
-    expected = torch.softmax(x, dim=0)
-    torch.testing.assert_close(softmax_(x.clone()), expected)
+    torch.testing.assert_close(activate_(x.clone()), torch.softmax(x, dim=0))
+    torch.testing.assert_close(activate_(x.clone(), slab=2), torch.softmax(x, dim=0))
+    torch.testing.assert_close(activate_(x.clone(), sigmoid=True, slab=3), torch.sigmoid(x))
+    half = activate_(x.half(), slab=2)
+    assert half.dtype == torch.float16
+    torch.testing.assert_close(half.float(), torch.softmax(x.half().float(), dim=0), atol=1e-3, rtol=0)
 
 
 def test_predictions_keep_each_input_geometry(tiny_model_dir, scans, tmp_path):

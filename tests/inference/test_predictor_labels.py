@@ -46,7 +46,9 @@ REGIONS = {"background": 0, "organ": [1, 2], "lesion": [2], "ignore": 3}
 
 def test_region_model_writes_nested_values_in_order(description):
     x = _scan()
-    pred = Predictor(_description(description, REGIONS, [1, 2]), [Pointwise([0.0, 1.0])], torch.device("cpu"))
+    # fp32 scores: the thresholds are checked exactly (fp16 scores may move voxels within 1e-3 of them).
+    pred = Predictor(_description(description, REGIONS, [1, 2]), [Pointwise([0.0, 1.0])], torch.device("cpu"),
+                     accumulation="fp32")
     labels = pred.predict_array(x[None], (2.5, 1.0, 1.0))
     # organ where sigmoid(x) > .5 (x > 0), lesion where x > 1, written after the organ.
     np.testing.assert_array_equal(labels, np.where(x > 1, 2, np.where(x > 0, 1, 0)))
@@ -70,7 +72,7 @@ def test_ignore_label_has_no_output_channel_and_is_never_predicted(description):
     x = _scan()
     desc = _description(description, {"background": 0, "organ": 1, "lesion": 2, "ignore": 3})
     # Logits 0, x and 2x - 2: background below 0, organ in (0, 2], lesion above 2.
-    pred = Predictor(desc, [Pointwise([0.0, 0.0, 2.0], [0.0, 1.0, 2.0])], torch.device("cpu"))
+    pred = Predictor(desc, [Pointwise([0.0, 0.0, 2.0], [0.0, 1.0, 2.0])], torch.device("cpu"), accumulation="fp32")
     assert pred.num_classes == 3
     labels = pred.predict_array(x[None], (2.5, 1.0, 1.0))
     np.testing.assert_array_equal(labels, np.where(x > 2, 2, np.where(x > 0, 1, 0)))

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from medseg.preprocessing.resample import (labels_from_scores, new_shape_for_spacing, resample_image,
-                                           resample_label)
+from medseg.preprocessing.resample import (_resample_channels, new_shape_for_spacing, resample_image,
+                                           resample_label, resampled_slabs)
 
 
 def test_new_shape_keeps_extent():
@@ -40,17 +40,37 @@ def test_label_resampling_keeps_classes_and_shape():
     assert abs(frac_in - frac_out) < 0.03
 
 
-def test_labels_from_scores_is_argmax_at_same_size():
-    scores = torch.randn(4, 6, 7, 8)
-    out = labels_from_scores(scores, (6, 7, 8))
-    torch.testing.assert_close(out.long(), scores.argmax(0))
+def _slabs_whole(scores, new_shape, separate_z=False, slab=3):
+    parts = list(resampled_slabs(scores, new_shape, separate_z, slab))
+    assert [start for start, _ in parts] == list(range(0, new_shape[0], slab))
+    assert all(p.dtype == torch.float32 and p.shape[1] <= slab for _, p in parts)
+    return torch.cat([p for _, p in parts], dim=1)
 
 
-def test_labels_from_scores_upsamples_blocks():
+@pytest.mark.parametrize("new_shape", [(6, 7, 8), (13, 5, 11), (3, 14, 4), (11, 7, 8)])
+@pytest.mark.parametrize("separate_z", [False, True])
+def test_resampled_slabs_equal_whole_volume_resampling(new_shape, separate_z):
+    # z grows, shrinks and stays; slabs of 3 output slices each read only their own inputs.
+    scores = torch.rand(4, 6, 7, 8)
+    expected = _resample_channels(scores, new_shape, "linear", separate_z)
+    out = _slabs_whole(scores.to(torch.float16), new_shape, separate_z)
+    torch.testing.assert_close(out, _resample_channels(scores.half().float(), new_shape, "linear", separate_z),
+                               rtol=0, atol=2e-6)
+    assert (out - expected).abs().max() < 1e-3  # float16 storage of the input
+    assert out.shape == (4, *new_shape)
+
+
+def test_resampled_slabs_in_2d_slice_rows():
+    scores = torch.rand(3, 10, 9)
+    out = _slabs_whole(scores, (17, 5))
+    torch.testing.assert_close(out, _resample_channels(scores, (17, 5), "linear", False), rtol=0, atol=2e-6)
+
+
+def test_resampled_slab_argmax_upsamples_blocks():
     scores = torch.zeros(2, 4, 4, 4)
     scores[1, :, :, 2:] = 5.0
     scores[0, :, :, :2] = 5.0
-    out = labels_from_scores(scores, (8, 8, 8))
+    out = _slabs_whole(scores, (8, 8, 8)).argmax(0)
     assert out[:, :, :4].max() == 0 and out[:, :, 4:].min() == 1
 
 
@@ -70,22 +90,22 @@ def test_label_resampling_keeps_an_ignore_slab_intact():
     assert not (out == IGNORE_VALUE)[..., : cols[0] - 1].any() and not (out == IGNORE_VALUE)[..., cols[-1] + 2:].any()
 
 
-def test_labels_from_regions_writes_values_in_order_so_nested_regions_win():
-    from medseg.preprocessing.resample import labels_from_regions
+def test_region_labels_write_values_in_order_so_nested_regions_win():
+    from medseg.preprocessing.resample import region_labels
 
     probs = torch.zeros(2, 1, 4, 6)
     probs[0, :, :, 1:5] = 0.9  # outer region
     probs[1, :, 1:3, 2:4] = 0.8  # inner region
     probs[1, :, 3, 0] = 0.7  # the inner region outside the outer one still gets its value
-    out = labels_from_regions(probs, (1, 4, 6), [1, 2]).numpy()[0]
+    out = region_labels(probs, [1, 2]).numpy()[0]
     expected = np.array([[0, 1, 1, 1, 1, 0],
                          [0, 1, 2, 2, 1, 0],
                          [0, 1, 2, 2, 1, 0],
                          [2, 1, 1, 1, 1, 0]])
     np.testing.assert_array_equal(out, expected)
     # Summed over two folds: the threshold is on the mean; the first region written last wins.
-    twice = labels_from_regions(probs * 2, (1, 4, 6), [1, 2], threshold=1.0).numpy()[0]
+    twice = region_labels(probs * 2, [1, 2], threshold=1.0).numpy()[0]
     np.testing.assert_array_equal(twice, expected)
-    assert (labels_from_regions(probs[[1, 0]], (1, 4, 6), [2, 1]).numpy()[0] == 1).sum() == 16
-    upsampled = labels_from_regions(probs, (1, 8, 12), [1, 2]).numpy()[0]
+    assert (region_labels(probs[[1, 0]], [2, 1]).numpy()[0] == 1).sum() == 16
+    upsampled = region_labels(_slabs_whole(probs, (1, 8, 12), slab=1), [1, 2]).numpy()[0]
     assert upsampled.shape == (8, 12) and set(np.unique(upsampled)) == {0, 1, 2}

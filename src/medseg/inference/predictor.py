@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from math import prod
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,14 +15,15 @@ import torch
 from tqdm import tqdm
 
 from medseg.errors import MedsegError
+from medseg.inference.memory import ACCUMULATION_DTYPES, export_slab
+from medseg.inference.probabilities import ProbabilityWriter
 from medseg.inference.sliding_window import sliding_window
 from medseg.io.dataset import CHANNEL_RE, CaseFiles, read_case
 from medseg.io.image import Image, has_image_suffix, write_image
 from medseg.io.labels import LabelScheme
 from medseg.planning.plans import ConfigurationPlan
-from medseg.preprocessing.crop import uncrop
 from medseg.preprocessing.preprocess import preprocess_image, separate_z_for
-from medseg.preprocessing.resample import labels_from_regions, labels_from_scores
+from medseg.preprocessing.resample import region_labels, resampled_slabs
 from medseg.training.checkpoint import model_weights, read_checkpoint
 from medseg.training.device import autocast, resolve_device, resolve_precision
 from medseg.training.previous_stage import previous_stage_input
@@ -30,15 +34,28 @@ from medseg.utils.files import read_json
 CHECKPOINT_ORDER = ("checkpoint_final", "checkpoint_best", "checkpoint_latest")
 
 
+@dataclass
+class _Prepared:
+    """A scan cropped, normalised and resampled to the plan's spacing (`data`, network
+    channels x grid; a cascade stage's previous-stage channels included), and what maps a
+    prediction back (`props`). Predicting it takes `data` out and frees it."""
+
+    data: torch.Tensor | None
+    props: dict[str, Any]
+
+
 class Predictor:
     """Holds the networks of one or more folds; predicts images with geometry.
 
     Scores of all folds are averaged (softmax probabilities), resampled back to the scan's
-    grid one class at a time, arg-maxed, and un-cropped. A region model's scores are sigmoid
-    probabilities, one per region; each region's value of `regions_class_order` is written
-    where its probability exceeds 0.5, in order. A model whose model.json says
+    grid a slab of slices at a time, arg-maxed, and un-cropped. A region model's scores are
+    sigmoid probabilities, one per region; each region's value of `regions_class_order` is
+    written where its probability exceeds 0.5, in order. A model whose model.json says
     `"scores": "logits"` (models imported from nnU-Net v2, which does so) averages and
-    resamples logits instead.
+    resamples logits instead. The class-by-voxel scores are held in `accumulation` precision
+    ("fp16", the default, or "fp32"); docs/inference.md gives the peak memory as a formula.
+    With `save_probabilities`, `predict_folder` also writes CASE.npz and CASE.json
+    (`medseg.inference.probabilities`).
 
     A cascade stage (its configuration has `previous_stage`) also needs the previous stage's
     label map of each scan: `previous_stage` supplies it (`inference.cascade`: the previous
@@ -48,7 +65,12 @@ class Predictor:
     def __init__(self, description: dict[str, Any], models: list[torch.nn.Module], device: torch.device,
                  precision: str = "fp32", step: float = 0.5, mirror: bool = False, tile_batch: int = 1,
                  progress: bool = False, fold_dirs: list[Path] | None = None, backend: str = "torch",
-                 postprocessing: dict[str, Any] | None = None, previous_stage: Any = None):
+                 postprocessing: dict[str, Any] | None = None, previous_stage: Any = None,
+                 accumulation: str = "fp16", save_probabilities: bool = False):
+        if accumulation not in ACCUMULATION_DTYPES:
+            raise MedsegError(f"unknown accumulation {accumulation!r}; use {' or '.join(ACCUMULATION_DTYPES)}")
+        self.accumulation = accumulation
+        self.save_probabilities = save_probabilities
         self.desc = description
         self.previous_stage = previous_stage
         self.postprocessing = postprocessing
@@ -108,18 +130,20 @@ class Predictor:
             kwargs["previous_stage"] = previous_stage_source(
                 model_dir, desc["configuration"]["previous_stage"], previous_stage_predictions,
                 checkpoint=checkpoint, device=device, precision=precision,
-                **{k: v for k, v in kwargs.items() if k in ("step", "mirror", "tile_batch", "backend")})
+                **{k: v for k, v in kwargs.items() if k in ("step", "mirror", "tile_batch", "backend", "accumulation")})
         return cls(desc, models, dev, precision=prec, fold_dirs=fold_dirs, **kwargs)
 
     def _scores(self, x: torch.Tensor, forward, mirror_axes: tuple[int, ...]) -> torch.Tensor:
-        """Weighted logits (K, *spatial); a 2D network on a volume goes slice by slice."""
+        """Weighted logits (K, *spatial) in the accumulation dtype; a 2D network on a volume
+        goes slice by slice."""
+        dtype = ACCUMULATION_DTYPES[self.accumulation]
         if x.ndim - 1 == self.plan.spatial_dims:
             return sliding_window(x, forward, self.plan.patch_size, self.num_classes, self.step,
-                                  self.tile_batch, mirror_axes=mirror_axes)
-        out = torch.empty((self.num_classes, *x.shape[1:]), dtype=torch.float32)
+                                  self.tile_batch, mirror_axes=mirror_axes, dtype=dtype)
+        out = torch.empty((self.num_classes, *x.shape[1:]), dtype=dtype)
         for z in range(x.shape[1]):
             out[:, z] = sliding_window(x[:, z], forward, self.plan.patch_size, self.num_classes, self.step,
-                                       self.tile_batch, mirror_axes=mirror_axes)
+                                       self.tile_batch, mirror_axes=mirror_axes, dtype=dtype)
         return out
 
     def _forwards(self) -> list:
@@ -138,10 +162,16 @@ class Predictor:
         return run
 
     @torch.inference_mode()
-    def predict_array(self, image: np.ndarray, spacing: Sequence[float],
-                      previous: np.ndarray | None = None) -> np.ndarray:
-        """Label map (*spatial, int16) for image (C, *spatial) at `spacing` (z, y, x, mm). A
-        cascade stage needs `previous`, the previous stage's label map of the image (*spatial)."""
+    def predict_array(self, image: np.ndarray, spacing: Sequence[float], previous: np.ndarray | None = None,
+                      probabilities_to: str | Path | None = None, reference: Image | None = None) -> np.ndarray:
+        """Label map (*spatial; uint8, or int16 for values beyond 255) for image (C, *spatial) at
+        `spacing` (z, y, x, mm). A cascade stage needs `previous`, the previous stage's label map
+        of the image (*spatial). With `probabilities_to` (CASE.npz), the class probabilities are
+        written there too, and CASE.json beside it with `reference`'s origin and direction
+        (default: `spacing`, origin 0, identity direction)."""
+        return self._predict_prepared(self._prepare(image, spacing, previous), probabilities_to, reference)
+
+    def _prepare(self, image: np.ndarray, spacing: Sequence[float], previous: np.ndarray | None = None) -> _Prepared:
         if image.shape[0] != len(self.desc["channel_names"]):
             raise MedsegError(f"image has {image.shape[0]} channels; the model needs "
                               f"{len(self.desc['channel_names'])} ({', '.join(self.desc['channel_names'])})")
@@ -153,45 +183,90 @@ class Predictor:
         del data
         if self.plan.previous_stage:
             x = torch.cat([x, previous_stage_input(previous, props, self.plan, self.num_classes, spacing)])
-        probs = self.predict_preprocessed(x)
-        labels = self.labels_from_probabilities(probs, props["shape_after_crop"],
-                                                separate_z_for(tuple(spacing), self.plan))
-        del probs
-        labels = uncrop(labels.numpy(), [tuple(b) for b in props["bbox"]], tuple(props["shape"]))
-        if self.postprocessing:
-            from medseg.inference.postprocess import apply_postprocessing
-            labels = apply_postprocessing(labels, self.postprocessing)
+        return _Prepared(x, props)
+
+    def _predict_prepared(self, prepared: _Prepared, probabilities_to: str | Path | None = None,
+                          reference: Image | None = None) -> np.ndarray:
+        props = prepared.props
+        x, prepared.data = prepared.data, None
+        total = self.predict_preprocessed(x)
+        del x
+        labels = np.zeros(tuple(props["shape"]), dtype=self._label_dtype())
+        writer = None
+        if probabilities_to is not None:
+            writer = ProbabilityWriter(probabilities_to, self.num_classes, props["shape"], props["bbox"],
+                                       background=not self.labels.has_regions)
+        with writer if writer is not None else contextlib.nullcontext():
+            self._export(total, props["shape_after_crop"], separate_z_for(tuple(props["spacing"]), self.plan),
+                         labels[tuple(slice(a, b) for a, b in props["bbox"])], writer)
+            del total
+            if self.postprocessing:
+                from medseg.inference.postprocess import apply_postprocessing
+                labels = apply_postprocessing(labels, self.postprocessing)
+            if writer is not None:
+                writer.finish(self._probability_info(props, reference))
         return labels
 
     @torch.inference_mode()
     def predict_preprocessed(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores (K, *grid) of a preprocessed input (network channels, *grid): the folds'
-        softmax probabilities (or logits, see the class) summed, on the preprocessed grid."""
+        softmax (regions: sigmoid) probabilities, or logits (see the class), summed in the
+        accumulation dtype on the preprocessed grid. An ensemble adds one such buffer."""
         mirror_axes = tuple(allowed_mirror_axes(self.plan)) if self.mirror else ()
-        probs = None
+        total = None
         for forward in self._forwards():
             scores = self._scores(x, forward, mirror_axes)
-            if self.labels.has_regions:
-                scores.sigmoid_()
-            elif self.desc.get("scores") != "logits":
-                softmax_(scores)
-            # Fold probabilities add up in half precision: one compact buffer, whatever the
-            # number of folds (arg-max ties at 1e-3 are immaterial).
-            if probs is None:
-                probs = scores.to(torch.float16) if len(self.models) > 1 else scores
-            else:
-                probs.add_(scores.to(torch.float16))
+            if not self._logits:
+                activate_(scores, self.labels.has_regions, export_slab(scores.shape[0], prod(scores.shape[2:])))
+            total = scores if total is None else total.add_(scores)
             del scores
-        return probs
+        return total
 
     def labels_from_probabilities(self, probs: torch.Tensor, shape: Sequence[int], separate_z: bool) -> torch.Tensor:
         """Label map at `shape` (int16) from `predict_preprocessed`'s summed fold scores: the
         arg-max, or for a region model each region's `regions_class_order` value where the
-        folds' mean probability exceeds 0.5, region after region."""
+        folds' mean probability exceeds 0.5, region after region; resampled a slab at a time."""
+        out = torch.zeros(tuple(shape), dtype=torch.int16)
+        self._export(probs, shape, separate_z, out.numpy())
+        return out
+
+    def _export(self, total: torch.Tensor, shape: Sequence[int], separate_z: bool, out: np.ndarray,
+                writer: ProbabilityWriter | None = None) -> None:
+        """Resample the summed scores to `shape` a slab of z-slices at a time, into the label
+        map `out` (an array of `shape`), and (with `writer`) the folds' mean probabilities."""
+        folds = len(self._forwards())
+        rows = export_slab(total.shape[0], max(prod(total.shape[2:]), prod(shape[1:])))
+        for start, slab in resampled_slabs(total, shape, separate_z, rows):
+            if folds > 1:
+                slab.div_(folds)
+            if self.labels.has_regions:
+                out[start:start + slab.shape[1]] = region_labels(slab, self.labels.regions_class_order).numpy()
+            else:
+                out[start:start + slab.shape[1]] = slab.argmax(0).numpy()
+            if writer is not None:
+                writer.write(start, activate_(slab, False) if self._logits else slab)
+
+    @property
+    def _logits(self) -> bool:
+        return self.desc.get("scores") == "logits"
+
+    def _probability_info(self, props: dict[str, Any], reference: Image | None) -> dict[str, Any]:
         if self.labels.has_regions:
-            return labels_from_regions(probs, shape, self.labels.regions_class_order, 0.5 * len(self._forwards()),
-                                       separate_z)
-        return labels_from_scores(probs, shape, separate_z)
+            names = list(self.labels.foreground)
+            made = "mean of the folds' sigmoid, one channel per region (regions overlap: no sum to 1)"
+        else:
+            by_value = {v: k for k, v in self.labels.labels.items() if isinstance(v, int) and k != "ignore"}
+            names = [by_value.get(k) for k in range(self.num_classes)]
+            made = "softmax of the folds' mean logits" if self._logits else "mean of the folds' softmax"
+        ref = reference if reference is not None else Image(np.empty((0,) * len(props["shape"])), props["spacing"])
+        return {
+            "axes": ["class", *"zyx"[3 - len(props["shape"]):]],
+            "classes": names,
+            "spacing": list(ref.spacing), "origin": list(ref.origin), "direction": list(ref.direction),
+            "made_by": f"{made} ({len(self._forwards())} fold(s)), resampled linearly to the scan's grid; "
+                       + ("background 1" if not self.labels.has_regions else "0") + " outside the cropped box; "
+                       "before post-processing",
+        }
 
     def previous_labels(self, case_id: str | None, ref: Image, array: np.ndarray) -> np.ndarray | None:
         """The previous stage's label map of a scan, from `previous_stage` (cascade stages only)."""
@@ -199,10 +274,13 @@ class Predictor:
             return None
         return self.previous_stage.labels(case_id, ref, array)
 
-    def predict(self, image: Image | str | Path | Sequence[str | Path], previous: np.ndarray | None = None) -> Image:
+    def predict(self, image: Image | str | Path | Sequence[str | Path], previous: np.ndarray | None = None,
+                probabilities_to: str | Path | None = None) -> Image:
         """Predict one scan: an `Image` (single channel), a path, or one path per channel.
         Returns the label map with the input's exact geometry. `previous`: a cascade stage's
-        previous-stage label map of the scan (default: from `previous_stage`)."""
+        previous-stage label map of the scan (default: from `previous_stage`). With
+        `probabilities_to` (CASE.npz), the class probabilities are written there, and CASE.json
+        beside it."""
         case_id = None
         if isinstance(image, Image):
             ref, array = image, image.array[None].astype(np.float32)
@@ -212,12 +290,15 @@ class Predictor:
             case_id = case_id_of(paths[0])
         if previous is None:
             previous = self.previous_labels(case_id, ref, array)
-        labels = self.predict_array(array, ref.spacing, previous)
-        return Image(labels.astype(self._label_dtype()), ref.spacing, ref.origin, ref.direction)
+        prepared = self._prepare(array, ref.spacing, previous)
+        del array, previous
+        labels = self._predict_prepared(prepared, probabilities_to, ref)
+        return Image(labels, ref.spacing, ref.origin, ref.direction)
 
     def predict_folder(self, inputs: str | Path | Sequence[str | Path], output_dir: str | Path,
                        file_ending: str | None = None) -> list[Path]:
-        """Predict every case of `inputs` into `output_dir/CASE<ending>`.
+        """Predict every case of `inputs` into `output_dir/CASE<ending>` (with
+        `save_probabilities`, also CASE.npz and CASE.json).
 
         `inputs` is a folder (nnU-Net naming: CASE_0000.nii.gz per channel, or one file per
         case for single-channel models), a text file listing image paths one per line, or a
@@ -238,8 +319,11 @@ class Predictor:
                 t0 = time.perf_counter()
                 ref, array = nxt.result()
                 nxt = reader.submit(_read, cases[i + 1][1]) if i + 1 < len(cases) else None
-                labels = self.predict_array(array, ref.spacing, self.previous_labels(case_id, ref, array))
-                out = Image(labels.astype(self._label_dtype()), ref.spacing, ref.origin, ref.direction)
+                prepared = self._prepare(array, ref.spacing, self.previous_labels(case_id, ref, array))
+                del array  # only the resampled copy is needed from here on
+                probabilities = out_dir / f"{case_id}.npz" if self.save_probabilities else None
+                labels = self._predict_prepared(prepared, probabilities, ref)
+                out = Image(labels, ref.spacing, ref.origin, ref.direction)
                 if pending_write is not None:
                     written.append(pending_write.result())
                 pending_write = writer.submit(write_image, out, out_dir / f"{case_id}{_ending(paths[0])}")
@@ -252,11 +336,23 @@ class Predictor:
         return np.uint8 if max(self.labels.label_values) < 256 else np.int16
 
 
-def softmax_(scores: torch.Tensor) -> torch.Tensor:
-    """Softmax over the class axis (0), in place: no second class-by-voxel array."""
-    scores.sub_(scores.amax(dim=0, keepdim=True)).exp_()
-    scores.div_(scores.sum(dim=0, keepdim=True))
+def activate_(scores: torch.Tensor, sigmoid: bool = False, slab: int | None = None) -> torch.Tensor:
+    """Softmax over the class axis (0), or with `sigmoid` each channel's sigmoid, in place,
+    `slab` positions of axis 1 at a time (all at once by default): float32 temporaries of one
+    slab, any float dtype."""
+    n = scores.shape[1]
+    for start in range(0, n, slab or n):
+        part = scores[:, start:start + (slab or n)]
+        p = part.float()  # `part` itself when float32
+        if sigmoid:
+            p.sigmoid_()
+        else:
+            p.sub_(p.amax(dim=0, keepdim=True)).exp_()
+            p.div_(p.sum(dim=0, keepdim=True))
+        if p is not part:
+            part.copy_(p)
     return scores
+
 
 
 def torchrun_rank() -> tuple[int, int]:
@@ -266,8 +362,11 @@ def torchrun_rank() -> tuple[int, int]:
 
 
 def _read(paths: Sequence[str | Path]) -> tuple[Image, np.ndarray]:
+    """(the first channel's geometry, the channels (C, *spatial) float32). The geometry's array
+    is a zero-stride view of the right shape: the voxels are held once, in the float32 stack."""
     case = read_case(CaseFiles("input", [Path(p) for p in paths]), with_label=False)
-    return case.reference, case.image
+    ref = case.reference
+    return replace(ref, array=np.broadcast_to(np.zeros((), ref.array.dtype), ref.shape)), case.image
 
 
 def _ending(path: Path) -> str:

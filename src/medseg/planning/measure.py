@@ -132,7 +132,7 @@ def _status_kib(key: str) -> int:
     raise OSError(f"{key} not in /proc/self/status")
 
 
-class _CpuPeak:
+class CpuPeak:
     """Peak resident bytes over a block: the kernel's high-water mark where it can be reset,
     else a 1 ms sampling thread."""
 
@@ -153,7 +153,13 @@ class _CpuPeak:
 
     @staticmethod
     def rss() -> int:
+        """Resident bytes of this process now."""
         return _status_kib("VmRSS") * 1024
+
+    @staticmethod
+    def high_water_mark() -> int:
+        """Largest resident bytes of this process so far (since the last reset)."""
+        return _status_kib("VmHWM") * 1024
 
     def start(self) -> None:
         if self.method.startswith("cpu: VmHWM"):
@@ -171,7 +177,7 @@ class _CpuPeak:
 
     def stop(self) -> int:
         if self._thread is None:
-            return _status_kib("VmHWM") * 1024
+            return self.high_water_mark()
         self._stop.set()
         self._thread.join()
         self._thread = None
@@ -237,7 +243,7 @@ def _run_child(spec: StepSpec, device_name: str, steps: int, precision: str) -> 
     _training_step(*parts, precision=precision)
     del parts
     gc.collect()
-    cpu = _CpuPeak()
+    cpu = CpuPeak()
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.empty_cache()

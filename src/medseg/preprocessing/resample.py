@@ -19,7 +19,7 @@ for strongly anisotropic data.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -265,26 +265,57 @@ def resample_probabilities(probs: torch.Tensor, new_shape: Sequence[int], separa
     return out
 
 
-def labels_from_scores(scores: torch.Tensor, new_shape: Sequence[int], separate_z: bool = False) -> torch.Tensor:
-    """Arg-max label map at `new_shape` from class scores (K, *spatial) without holding all
-    K resampled classes at once: a running max over classes."""
-    best = torch.full(tuple(new_shape), -torch.inf)
-    out = torch.zeros(tuple(new_shape), dtype=torch.int16)
-    for k in range(scores.shape[0]):
-        p = _resample_channels(scores[k:k + 1].float(), new_shape, "linear", separate_z)[0]
-        better = p > best
-        best = torch.where(better, p, best)
-        out[better] = k
+def resampled_slabs(scores: torch.Tensor, new_shape: Sequence[int], separate_z: bool = False,
+                    slab: int = 8) -> Iterator[tuple[int, torch.Tensor]]:
+    """Linear resampling of class scores (K, *spatial), any float dtype, to (K, *new_shape),
+    `slab` output positions of the first spatial axis (z) at a time: yields (start, float32
+    (K, n, *new_shape[1:])) for consecutive slabs. With `separate_z` (3-D), nearest along z.
+
+    Each slab reads only the input slices its positions interpolate from, so the float32
+    temporaries are a few slabs' worth however large the volume and however many classes.
+    Along z the taps are those of `_taps` (torch's `align_corners=False` grid), in-plane it is
+    torch's bilinear (linear in 2-D), so slabs equal whole-volume trilinear resampling. z goes
+    first (each output slice is resampled in-plane once), unless z grows enough that resampling
+    the slab's fewer input slices in-plane first is cheaper."""
+    n, m = int(scores.shape[1]), int(new_shape[0])
+    rest = tuple(int(s) for s in new_shape[1:])
+    i0, i1, w = _taps(n, m, separate_z and scores.ndim == 4)
+    used = torch.where(w > 0, i1, i0)  # the second tap only where it has weight
+    for j0 in range(0, m, slab):
+        j1 = min(j0 + slab, m)
+        first, last = int(i0[j0]), int(used[j0:j1].max()) + 1
+        src = scores[:, first:last]
+        taps = (i0[j0:j1] - first, i1[j0:j1] - first, w[j0:j1])
+        if last - first < j1 - j0:  # fewer input slices than output ones: in-plane first
+            yield j0, _lerp_first(_resample_inplane(src, rest), *taps)
+        else:
+            yield j0, _resample_inplane(_lerp_first(src, *taps), rest)
+
+
+def _resample_inplane(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """x: (K, z, *plane) -> float32 (K, z, *size), linear in-plane."""
+    if tuple(x.shape[2:]) == size:
+        return x.float()
+    k, z = x.shape[:2]
+    return _interp(x.float().reshape(k * z, 1, *x.shape[2:]), size, "linear").reshape(k, z, *size)
+
+
+def _lerp_first(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Along axis 1 of x: out[:, j] = (1 - w[j]) x[:, lo[j]] + w[j] x[:, hi[j]], float32."""
+    out = x.index_select(1, lo).float()
+    if bool((w > 0).any()):
+        hi = torch.where(w > 0, hi, lo)  # slices without weight may lie outside x
+        shape = [1] * x.ndim
+        shape[1] = -1
+        out.lerp_(x.index_select(1, hi).float(), w.view(shape))
     return out
 
 
-def labels_from_regions(probs: torch.Tensor, new_shape: Sequence[int], values: Sequence[int],
-                        threshold: float = 0.5, separate_z: bool = False) -> torch.Tensor:
-    """Label map at `new_shape` from region probabilities (R, *spatial): `values[i]` is written
-    where region i's resampled probability exceeds `threshold`, region after region, so later
-    (nested) regions overwrite earlier ones; 0 elsewhere. One region is resampled at a time."""
-    out = torch.zeros(tuple(new_shape), dtype=torch.int16)
+def region_labels(probs: torch.Tensor, values: Sequence[int], threshold: float = 0.5) -> torch.Tensor:
+    """Label map (*spatial, int16) from region probabilities (R, *spatial): `values[i]` where
+    region i's probability exceeds `threshold`, region after region, so later (nested) regions
+    overwrite earlier ones; 0 elsewhere. Apply to `resampled_slabs` for another grid."""
+    out = torch.zeros(tuple(probs.shape[1:]), dtype=torch.int16)
     for i, value in enumerate(values):
-        p = _resample_channels(probs[i:i + 1].float(), new_shape, "linear", separate_z)[0]
-        out[p > threshold] = int(value)
+        out[probs[i] > threshold] = int(value)
     return out
