@@ -60,6 +60,27 @@ def test_prediction_has_input_geometry_and_beats_baseline(trained):
     assert summary["mean"]["organ"]["dice"] > baseline + 0.2
 
 
+def test_bf16_labels_agree_with_fp32(trained):
+    """bfloat16 autocast against fp32, on a crop of the held-out scan around the organ (this
+    CPU may emulate bf16, which is slow: the crop is a few tiles)."""
+    from medseg.io import Image
+    wd, ds, _ = trained
+    (case_file,) = sorted((ds / "imagesTs").iterdir())
+    image = read_image(case_file)
+    ref = read_image(ds / "labelsTs" / case_file.name.replace("_0000", "")).array
+    centre = [int(np.mean(ix)) for ix in np.nonzero(ref)]
+    box = tuple(slice(max(0, c - h), max(0, c - h) + 2 * h) for c, h in zip(centre, (8, 40, 40)))
+    crop = Image(np.ascontiguousarray(image.array[box]), image.spacing)
+    model = wd / "models" / "3d_fullres"
+    labels = {p: Predictor.from_model_dir(model, device="cpu", precision=p).predict(crop).array
+              for p in ("fp32", "bf16")}
+    organ = labels["fp32"] == 1
+    assert 0.05 < organ.mean() < 0.95  # the crop holds organ and surroundings: labels that mean something
+    agreement = float((labels["bf16"] == labels["fp32"]).mean())
+    print(f"bf16 labels = fp32 labels on {100 * agreement:.3f} % of {organ.size} voxels")
+    assert agreement >= 0.995
+
+
 def test_resume_continues_from_latest(trained, tmp_path):
     wd, ds, _ = trained
     copy = tmp_path / "wd"
