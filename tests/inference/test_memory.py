@@ -99,3 +99,11 @@ def test_measured_peak_of_a_prediction_stays_within_the_formula(make_model_dir):
         assert measured[acc] <= 1.15 * expected[acc] + 24 * MB, (acc, measured[acc] / MB, expected[acc] / MB)
     grew, predicted = measured["fp32"] - measured["fp16"], expected["fp32"] - expected["fp16"]
     assert abs(grew - predicted) < 0.25 * predicted, (grew / MB, predicted / MB)
+
+
+def test_unknown_accumulation_is_a_user_error(tiny_model_dir):
+    from medseg.errors import MedsegError
+    from medseg.inference import Predictor
+
+    with pytest.raises(MedsegError, match="accumulation 'int8'"):
+        Predictor.from_model_dir(tiny_model_dir, accumulation="int8")

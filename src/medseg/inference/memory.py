@@ -15,8 +15,9 @@ Prediction runs in phases; the peak is the largest phase plus what the process h
   (4 Cin V_crop, plus one channel's temporary) and the resampled array (4 Cin V_pre, plus the
   in-plane intermediate when z changes too).
 - network: the resampled input (4 Cin V_pre), the scores (b C V_pre; two such buffers for an
-  ensemble: the sum of the folds so far and the fold being predicted), the tiles (batch in,
-  logits out, mirrored copies: 4 T P (Cin + C) per copy) and the network's activations
+  ensemble: the sum of the folds so far and the fold being predicted), the tiles (batch in and
+  logits out, 4 T P (Cin + C); mirrored, also the flipped input, and the flipped output beside
+  the running sum: 4 T P (2 Cin + 3 C)) and the network's activations
   (the skip connections, sum of f_s V_s, and `NET_FULLRES_MAPS` maps of f_0 at full resolution).
 - export: the summed scores (b C V_pre), the label map (d_label V_orig) and a few slabs of
   S rows in float32: two z-taps at the plan's in-plane size, the slab resampled in-plane and
@@ -95,8 +96,8 @@ def estimate_prediction_bytes(original_shape: Sequence[int], preprocessed_shape:
     t["resampled"] = 4 * cin * v_pre
     t["scores"] = b * c * v_pre
     t["fold_sum"] = b * c * v_pre if folds > 1 else 0
-    copies = 2 if mirror else 1
-    t["tiles"] = 4 * tile_batch * p * (cin + c) * copies
+    m = 1 if mirror else 0  # mirrored: the flipped input, and the flipped output beside the running sum
+    t["tiles"] = 4 * tile_batch * p * (cin * (1 + m) + c * (1 + 2 * m))
     vox = [prod(s) for s in stage_shapes(patch_size, strides)]
     t["activations"] = 4 * tile_batch * (sum(f * v for f, v in zip(features, vox)) + NET_FULLRES_MAPS * features[0] * p)
     a_pre, a_out = prod(preprocessed_shape[1:]), prod(crop[1:])
