@@ -185,6 +185,7 @@ class Predictor:
             x = torch.cat([x, previous_stage_input(previous, props, self.plan, self.num_classes, spacing)])
         return _Prepared(x, props)
 
+    @torch.inference_mode()
     def _predict_prepared(self, prepared: _Prepared, probabilities_to: str | Path | None = None,
                           reference: Image | None = None) -> np.ndarray:
         props = prepared.props
