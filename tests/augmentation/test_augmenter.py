@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from medseg.augmentation import AugmentationConfig, Augmenter, IntensityConfig, augment_intensity, describe
+from medseg.augmentation import AugmentationConfig, Augmenter, augment_intensity, describe
 from medseg.augmentation import intensity as I
 
 
@@ -140,8 +140,8 @@ def test_contrast_brightness_blur_lowres_noise_kernels():
 def test_batch_helpers_keep_their_names():
     x = torch.randn(4, 2, 8, 8, 8)
     gen = torch.Generator().manual_seed(0)
-    out = augment_intensity(x, gen, IntensityConfig(noise_p=1, blur_p=1, brightness_p=1, contrast_p=1,
-                                                    lowres_p=1, gamma_p=1, inverted_gamma_p=1))
+    out = augment_intensity(x, gen, AugmentationConfig(noise_p=1, blur_p=1, brightness_p=1, contrast_p=1,
+                                                        lowres_p=1, gamma_p=1, inverted_gamma_p=1))
     assert out.shape == x.shape and not torch.equal(out, x) and torch.isfinite(out).all()
     for fn, args in ((I.gaussian_noise, (1.0, (0, 0.1))), (I.brightness, (1.0, (0.75, 1.25))),
                      (I.contrast, (1.0, (0.75, 1.25))), (I.gamma, (1.0, (0.7, 1.5))),

@@ -14,11 +14,13 @@ sampling, so they also serve code that wants one transform without the whole pip
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from medseg.augmentation.config import AugmentationConfig
 
 EPS = 1e-7
 
@@ -168,28 +170,6 @@ def gamma_(x: torch.Tensor, gammas: Sequence[float | None], invert: bool = False
 # -- random batch helpers (nnU-Net's sampling) ----------------------------------------------------------
 
 
-@dataclass
-class IntensityConfig:
-    """nnU-Net v2's intensity defaults. `noise_variance` keeps nnU-Net's name; as in nnU-Net the
-    value drawn is used as the noise's standard deviation."""
-
-    noise_p: float = 0.1
-    noise_variance: tuple[float, float] = (0.0, 0.1)
-    blur_p: float = 0.2
-    blur_p_per_channel: float = 0.5
-    blur_sigma: tuple[float, float] = (0.5, 1.0)
-    brightness_p: float = 0.15
-    brightness_range: tuple[float, float] = (0.75, 1.25)
-    contrast_p: float = 0.15
-    contrast_range: tuple[float, float] = (0.75, 1.25)
-    lowres_p: float = 0.25
-    lowres_p_per_channel: float = 0.5
-    lowres_scale: tuple[float, float] = (0.5, 1.0)
-    gamma_p: float = 0.3
-    gamma_range: tuple[float, float] = (0.7, 1.5)
-    inverted_gamma_p: float = 0.1
-
-
 def _chosen(gen: torch.Generator, p: float) -> bool:
     return float(torch.rand(1, generator=gen)) < p
 
@@ -253,9 +233,10 @@ def gamma(x: torch.Tensor, gen: torch.Generator, p: float, rng: tuple[float, flo
     return x
 
 
-def augment_intensity(x: torch.Tensor, gen: torch.Generator, cfg: IntensityConfig) -> torch.Tensor:
-    """All intensity transforms in nnU-Net's order, on a batch (N, C, *spatial)."""
-    x = gaussian_noise(x, gen, cfg.noise_p, cfg.noise_variance)
+def augment_intensity(x: torch.Tensor, gen: torch.Generator, cfg: AugmentationConfig) -> torch.Tensor:
+    """All intensity transforms of `cfg` (its probabilities and ranges) in nnU-Net's order, on a
+    batch (N, C, *spatial)."""
+    x = gaussian_noise(x, gen, cfg.noise_p, cfg.noise_std)
     x = gaussian_blur(x, gen, cfg.blur_p, cfg.blur_sigma, cfg.blur_p_per_channel)
     x = brightness(x, gen, cfg.brightness_p, cfg.brightness_range)
     x = contrast(x, gen, cfg.contrast_p, cfg.contrast_range)
