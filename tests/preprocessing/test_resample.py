@@ -40,6 +40,58 @@ def test_label_resampling_keeps_classes_and_shape():
     assert abs(frac_in - frac_out) < 0.03
 
 
+def _one_hot_argmax_reference(lab, new_shape, values, separate_z):
+    """Every class's indicator interpolated over the whole grid in float64: the scores."""
+    from medseg.preprocessing.resample import _taps
+
+    scores = []
+    for v in values:
+        m = (lab == v).astype(np.float64)
+        for a, (n, k) in enumerate(zip(lab.shape, new_shape)):
+            i0, i1, w = (t.numpy() for t in _taps(n, k, separate_z and lab.ndim == 3 and a == 0))
+            shape = [1] * lab.ndim
+            shape[a] = -1
+            m = np.take(m, i0, a) * (1 - w.reshape(shape)) + np.take(m, i1, a) * w.reshape(shape)
+        scores.append(m)
+    return np.stack(scores)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("separate_z", [False, True])
+def test_label_resampling_is_the_arg_max_of_every_class_interpolated(seed, separate_z):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    dims = 2 if seed % 3 == 0 else 3
+    shape = tuple(int(s) for s in rng.integers(4, 18, dims))
+    blocks = rng.integers(0, 5, tuple(max(2, s // 3) for s in shape))
+    lab = ndimage.zoom(blocks, 3, order=0)[tuple(slice(0, s) for s in shape)].astype(np.int16)
+    lab[lab == 4] = 7  # values need not be consecutive
+    new_shape = tuple(int(s) for s in rng.integers(3, 30, dims))
+    values = [0, 1, 2, 3, 7]
+    out = resample_label(lab, new_shape, values, separate_z, chunk=97)
+    scores = _one_hot_argmax_reference(lab, new_shape, values, separate_z)
+    top = np.sort(scores, axis=0)
+    clear = top[-1] - top[-2] > 1e-5
+    assert out.shape == new_shape and out.dtype == lab.dtype
+    np.testing.assert_array_equal(out[clear], np.asarray(values)[scores.argmax(0)][clear])
+    # A tie goes to the lower of the tied values.
+    tied = ~clear
+    lowest = np.asarray(values)[(scores >= top[-1] - 1e-5).argmax(0)]
+    np.testing.assert_array_equal(out[tied], lowest[tied])
+    assert clear.any() and len(np.unique(out)) > 2
+
+
+def test_label_resampling_gives_unlisted_values_no_weight():
+    lab = np.zeros((1, 4, 8), np.int16)
+    lab[..., 4:] = 5  # 5 is not a listed class
+    lab[..., 3] = 1
+    out = resample_label(lab, (1, 4, 16), [0, 1])
+    assert set(np.unique(out)) == {0, 1}
+    # Output x = 8 samples from 3.75: weight 0.25 for class 1, 0.75 for the unlisted 5 -> 1.
+    np.testing.assert_array_equal(out[0, 0], [0] * 6 + [1, 1, 1] + [0] * 7)
+
+
 def _slabs_whole(scores, new_shape, separate_z=False, slab=3):
     parts = list(resampled_slabs(scores, new_shape, separate_z, slab))
     assert [start for start, _ in parts] == list(range(0, new_shape[0], slab))

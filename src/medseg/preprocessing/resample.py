@@ -2,9 +2,10 @@
 
 Shapes map to shapes: the new grid covers the same physical extent as the old one
 (voxel-edge aligned, `align_corners=False`), so the spacing changes by old/new shape.
-Images use linear, in-plane cubic (Keys, torch's bicubic) or `spline` interpolation; label
-maps are interpolated one class at a time (one-hot, linear) keeping a running maximum, so
-memory is two output-sized arrays however many classes there are.
+Images use linear, in-plane cubic (Keys, torch's bicubic) or `spline` interpolation. Label
+maps get the arg-max of their one-hot linear interpolation, computed only on the boundaries
+between values (elsewhere it is the value itself), so memory is an output-sized label map and
+a mask however many classes there are.
 
 `spline` is nnU-Net's image resampling, value for value: scikit-image's `resize(order=3,
 mode="edge")`, i.e. scipy's `zoom(order=3, mode="nearest", grid_mode=True)` (cubic
@@ -18,6 +19,7 @@ for strongly anisotropic data.
 
 from __future__ import annotations
 
+import itertools
 from functools import lru_cache
 from typing import Iterator, Sequence
 
@@ -162,94 +164,104 @@ def _taps(n: int, m: int, nearest: bool) -> tuple[torch.Tensor, torch.Tensor, to
     return torch.from_numpy(i0), torch.from_numpy(i1), torch.from_numpy((src - i0).astype(np.float32))
 
 
-def _linear_box(x: torch.Tensor, taps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-                offsets: Sequence[int]) -> torch.Tensor:
-    """Separable linear interpolation of a crop `x` (*spatial) whose first voxel is at
-    `offsets` of the full grid; `taps` are the full grid's, already cut to the output box.
-    Axes that shrink go first."""
-    order = sorted(range(x.ndim), key=lambda a: len(taps[a][0]) / x.shape[a])
-    for a in order:
-        i0, i1, w = taps[a]
-        interpolate = bool((w > 0).any())
-        if not interpolate and len(i0) == x.shape[a] and bool((i0 - offsets[a] == torch.arange(len(i0))).all()):
-            continue  # this axis does not change
-        lo = x.index_select(a, i0 - offsets[a])
-        if interpolate:
-            shape = [1] * x.ndim
-            shape[a] = -1
-            lo = torch.lerp(lo, x.index_select(a, i1 - offsets[a]), w.view(shape))
-        x = lo
+def _gather(x: torch.Tensor, index: Sequence[torch.Tensor]) -> torch.Tensor:
+    """x indexed by index[a] along every axis a; shrinking axes first, so fewer voxels move."""
+    for a in sorted(range(x.ndim), key=lambda a: len(index[a]) / x.shape[a]):
+        if len(index[a]) != x.shape[a] or bool((index[a] != torch.arange(x.shape[a])).any()):
+            x = x.index_select(a, index[a])
     return x
 
 
-def _class_boxes(label: np.ndarray, values: Sequence[int]) -> dict[int, list[tuple[int, int]] | None]:
-    """Per class value, its bounding box [(first, last), ...] per axis (None if absent), from
-    one pass of scipy's find_objects (positive values) or a mask (anything else)."""
-    from scipy import ndimage
+def _mixed_cells(lab: torch.Tensor, axes: Sequence[int]) -> torch.Tensor:
+    """Per voxel i: True where the interpolation cell [i, i+1] along each of `axes` (clamped at
+    the last voxel) holds more than one label value."""
+    lo, hi = lab, lab
+    for a in axes:
+        n = lab.shape[a]
+        if n < 2:
+            continue
+        nxt = []
+        for x, reduce in ((lo, torch.minimum), (hi, torch.maximum)):
+            y = torch.empty_like(x)
+            reduce(x.narrow(a, 0, n - 1), x.narrow(a, 1, n - 1), out=y.narrow(a, 0, n - 1))
+            y.narrow(a, n - 1, 1).copy_(x.narrow(a, n - 1, 1))
+            nxt.append(y)
+        lo, hi = nxt
+    return lo != hi
 
-    positive = [v for v in values if v > 0]
-    objects = ndimage.find_objects(label, max_label=max(positive)) if positive and label.dtype.kind in "iu" else []
-    boxes: dict[int, list[tuple[int, int]] | None] = {}
-    for v in values:
-        if v > 0 and objects:
-            sl = objects[v - 1]
-            boxes[v] = None if sl is None else [(s.start, s.stop - 1) for s in sl]
-        else:
-            nz = np.nonzero(label == v)
-            boxes[v] = None if nz[0].size == 0 else [(int(i.min()), int(i.max())) for i in nz]
-    return boxes
+
+def _present_values(label: np.ndarray) -> np.ndarray:
+    """The distinct values of a label map; a histogram for 8- and 16-bit maps (no sort)."""
+    if label.dtype.itemsize <= 2 and label.dtype.kind in "iu":
+        unsigned = label.view(np.uint8 if label.dtype.itemsize == 1 else np.uint16)
+        present = np.flatnonzero(np.bincount(unsigned.ravel(), minlength=1))
+        return present.astype(unsigned.dtype).view(label.dtype).astype(np.int64)
+    return np.unique(label).astype(np.int64)
+
+
+def _vote(lab: torch.Tensor, taps: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+          blended: Sequence[int], where: Sequence[torch.Tensor], listed: torch.Tensor,
+          first: int) -> torch.Tensor:
+    """The labels at output coordinates `where`: each corner of the interpolation cell votes for
+    its value with its linear weight (unlisted values do not vote); the most voted value wins,
+    ties (within 1e-6) to the lower value, no votes at all to `first`."""
+    flat = lab.reshape(-1)
+    strides = [int(s) for s in lab.stride()]
+    per_axis = [tuple(t[where[a]] for t in taps[a]) for a in range(lab.ndim)]
+    values, weights = [], []
+    for corner in itertools.product(*[(0, 1) if a in blended else (0,) for a in range(lab.ndim)]):
+        index = torch.zeros_like(where[0])
+        w = torch.ones(where[0].shape, dtype=torch.float32)
+        for a, upper in enumerate(corner):
+            i0, i1, wa = per_axis[a]
+            index += (i1 if upper else i0) * strides[a]
+            if a in blended:
+                w *= wa if upper else 1 - wa
+        values.append(flat[index])
+        weights.append(w)
+    v = torch.stack(values).to(torch.int64)  # (corners, N)
+    w = torch.stack(weights) * torch.isin(v, listed)
+    score = torch.stack([(w * (v == v[k])).sum(0) for k in range(v.shape[0])])
+    best = score.max(0).values
+    none = torch.iinfo(torch.int64).max
+    won = torch.where((score >= best - 1e-6) & (best > 0), v, none).min(0).values
+    return won.masked_fill_(won == none, first)
 
 
 def resample_label(label: np.ndarray, new_shape: Sequence[int], labels: Sequence[int] | None = None,
-                   separate_z: bool = False) -> np.ndarray:
+                   separate_z: bool = False, chunk: int = 1 << 20) -> np.ndarray:
     """Resample a label map (*spatial) to `new_shape`: one-hot linear per class, arg-max
-    (ties to the lower class value). With `separate_z`, nearest along z (axis 0 of 3-D maps).
+    (ties to the lower class value; values not in `labels` get no weight). With
+    `separate_z`, nearest along z (axis 0 of 3-D maps).
 
-    Classes are visited one at a time, each only inside its own bounding box (outside it its
-    interpolated indicator is exactly 0), and the first class (usually the background) only
-    where another class could beat it: an organ costs its box, not the volume. Memory stays at
-    two output-sized arrays however many classes there are.
+    No class is interpolated over the volume: where all corners of an output voxel's
+    interpolation cell hold one value, that value is the arg-max, so only the cells on a
+    boundary between values are voted on, `chunk` voxels at a time, by their 2^d corners.
+    The cost follows the boundaries' size, not the number of classes.
     """
     if tuple(label.shape) == tuple(new_shape):
         return label
-    values = sorted(int(v) for v in (labels if labels is not None else np.unique(label)))
+    values = sorted(int(v) for v in (labels if labels is not None else _present_values(label)))
     if not values:
         return np.zeros(tuple(new_shape), dtype=label.dtype)
     dims = label.ndim
-    full_taps = [_taps(int(n), int(m), separate_z and dims == 3 and a == 0)
-                 for a, (n, m) in enumerate(zip(label.shape, new_shape))]
-    boxes = _class_boxes(label, values)
-    # Before any class: indicator 0 everywhere, so the first class holds every voxel no other
-    # class beats (what visiting it over the whole grid would give): it is needed only inside
-    # the union of the other classes' boxes.
-    others = [b for v, b in boxes.items() if v != values[0] and b is not None]
-    if boxes[values[0]] is not None and others:
-        boxes[values[0]] = [(max(f, min(o[a][0] for o in others)), min(l, max(o[a][1] for o in others)))
-                            for a, (f, l) in enumerate(boxes[values[0]])]
-    best = torch.zeros(tuple(new_shape), dtype=torch.float32)
-    out = torch.full(tuple(new_shape), values[0], dtype=torch.int64)
+    taps = [_taps(int(n), int(m), separate_z and dims == 3 and a == 0)
+            for a, (n, m) in enumerate(zip(label.shape, new_shape))]
+    blended = [a for a in range(dims) if bool((taps[a][2] > 0).any())]
+    lower = [t[0] for t in taps]
     with torch.inference_mode():
         lab = torch.from_numpy(np.ascontiguousarray(label))
-        for v in values:
-            box = boxes[v]
-            if box is None or not others or any(f > l for f, l in box):
-                continue  # absent, or alone (it holds everything already), or never beaten
-            in_box, out_box, taps = [], [], []
-            for a, (first, last) in enumerate(box):
-                i0, i1, w = full_taps[a]
-                j0 = int(torch.searchsorted(i1, first, right=False))
-                j1 = int(torch.searchsorted(i0, last, right=True))
-                out_box.append(slice(j0, j1))
-                in_box.append(slice(int(i0[j0]), int(i1[j1 - 1]) + 1) if j1 > j0 else slice(0, 0))
-                taps.append((i0[j0:j1], i1[j0:j1], w[j0:j1]))
-            if any(b.stop <= b.start for b in out_box):
-                continue
-            mask = (lab[tuple(in_box)] == v).to(torch.float32)
-            p = _linear_box(mask, taps, [b.start for b in in_box])
-            region_best, region_out = best[tuple(out_box)], out[tuple(out_box)]
-            better = p > region_best
-            region_out.masked_fill_(better, v)
-            torch.maximum(region_best, p, out=region_best)
+        if lab.dtype not in (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64):
+            lab = lab.to(torch.int64)
+        listed = torch.tensor(values, dtype=torch.int64)
+        out = _gather(lab, lower)
+        mixed = _gather(_mixed_cells(lab, blended), lower) if blended else torch.zeros(out.shape, dtype=torch.bool)
+        if not set(_present_values(label).tolist()) <= set(values):
+            out[~torch.isin(out, listed.to(out.dtype)) & ~mixed] = values[0]
+        where = mixed.nonzero(as_tuple=True)
+        for s in range(0, len(where[0]), chunk):
+            part = tuple(w[s:s + chunk] for w in where)
+            out[part] = _vote(lab, taps, blended, part, listed, values[0]).to(out.dtype)
     return out.numpy().astype(label.dtype, copy=False)
 
 
