@@ -10,6 +10,10 @@ hemispheres of docs/real-data.md: fold 0 validation = the dataset's validation c
 `--minutes` of training, predicts the validation cases, evaluates them, writes the HTML report,
 runs the dataset's baseline on the same cases, and prints one JSON line with both scores and
 the times. Nothing here is tuned per dataset beyond the flags printed in that line.
+
+`--normalization ct` replaces the planner's per-case z-score with the dataset's foreground
+statistics: a dataset cut from one template has one intensity scale, and a z-score per slab
+shifts it by the slab's tissue mix.
 """
 
 from __future__ import annotations
@@ -42,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-features", type=int, default=32)
     ap.add_argument("--iters-per-epoch", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--normalization", choices=["auto", "zscore", "ct"], default="auto",
+                    help="auto: the planner's choice (zscore for MR); ct: the fingerprint's foreground statistics "
+                         "for every case (clip to its 0.5/99.5 percentiles, then its mean and std), as for CT")
     args = ap.parse_args(argv)
 
     root = Path(args.workdir) / args.dataset
@@ -58,6 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     run_fingerprint(raw, wd, workers=2, verbose=True)
     run_plan(raw, wd, budget_gb=args.budget_gb, device="cpu", base_features=args.base_features,
              max_patch_voxels=args.max_patch_voxels, verbose=True, measure_time=True)
+    if args.normalization != "auto":
+        # What a user does by editing plans.json: one scheme for every channel of every configuration.
+        plans = read_json(wd / "plans.json")
+        for cfg in plans["configurations"].values():
+            if "normalization" in cfg:
+                cfg["normalization"] = [args.normalization] * len(cfg["normalization"])
+        write_json(wd / "plans.json", plans)
     run_preprocess(raw, wd, args.config, workers=2, verbose=True)
     times["fingerprint_plan_preprocess_s"] = time.perf_counter() - t
 

@@ -5,7 +5,7 @@ A CT-like grid of 512 x 512 x 100 voxels at 0.8 x 0.8 x 2.5 mm is resampled to 1
 - an image: a smooth test volume (sums of broad Gaussians, HU-like values), so the round
   trip's error against the original measures the interpolation, not aliasing of noise;
 - a label map: background and K-1 organ-like ellipsoids (nnU-Net: one-hot per class, order 1,
-  `>= 0.5`; medseg: one-hot per class inside the class's bounding box, linear, arg-max);
+  `>= 0.5`; medseg: arg-max of the one-hot linear interpolation, voted on boundary cells only);
 - K-class probability maps (one-hot float32 channels), as the export resamples them
   (nnU-Net: its probabilities function, order 1; medseg: `resample_probabilities`).
 
@@ -17,7 +17,8 @@ medseg runs twice: `medseg` as its planner sets it up for a 1 mm isotropic targe
 imported nnU-Net model runs (images 'spline': nnU-Net's values; nearest along z).
 
 Each contender runs in its own process with one thread (torch and OpenMP), so its peak RSS
-(ru_maxrss) is its own; contenders are interleaved and repeated; medians and ratios from
+(ru_maxrss) is its own, and its CPU time (process_time) is what it spent whatever else runs
+on the machine; contenders are interleaved and repeated; medians and ratios from
 this one run are printed as a Markdown table.
 
     .venv/bin/python benchmarks/resample_speed.py --repeats 2
@@ -120,11 +121,11 @@ def run(task: str, contender: str, work: Path, classes: int) -> dict:
             t = torch.from_numpy(x)
             return resample_probabilities(resample_probabilities(t, shape1, sep), shape0, sep).numpy()
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = there_and_back(data)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    result = {"task": task, "contender": contender, "seconds": seconds, "peak_rss_mb": peak,
+    result = {"task": task, "contender": contender, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak,
               "rss_before_mb": rss_before, "out_dtype": str(out.dtype)}
     if task == "image":
         err = out[0].astype(np.float32) - data[0]
@@ -175,13 +176,17 @@ def main() -> None:
     print(f"\n{tuple(args.shape)} voxels at {SPACING} mm -> {TARGET} mm "
           f"({new_shape(args.shape, SPACING, TARGET)}) and back; {args.classes} classes; 1 thread each; "
           f"medians of {args.repeats} repeats\n")
-    print("| task | contender | round trip (s) | speed-up vs nnU-Net | peak RSS (MB) | input loaded (MB) | error |")
-    print("|---|---|---|---|---|---|---|")
+    print("| task | contender | round trip (s) | speed-up vs nnU-Net | CPU time (s) | CPU speed-up | peak RSS (MB) "
+          "| input loaded (MB) | error |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for task in tasks:
-        base = statistics.median(x["seconds"] for x in results.get((task, "nnunet"), [{"seconds": float("nan")}]))
+        ref = results.get((task, "nnunet"), [{"seconds": float("nan"), "cpu_seconds": float("nan")}])
+        base = statistics.median(x["seconds"] for x in ref)
+        base_cpu = statistics.median(x["cpu_seconds"] for x in ref)
         for c in contenders:
             rs = results[(task, c)]
             t = statistics.median(x["seconds"] for x in rs)
+            cpu = statistics.median(x["cpu_seconds"] for x in rs)
             last = rs[-1]
             if task == "image":
                 err = f"RMSE {last['rmse']:.2f} HU, max {last['max_abs']:.1f} HU"
@@ -189,7 +194,7 @@ def main() -> None:
                 err = f"{100 * last['changed']:.3f} % voxels changed"
             else:
                 err = f"arg-max changed on {100 * last['changed']:.3f} %, RMSE {last['rmse']:.4f}"
-            print(f"| {task} | {c} | {t:.2f} | {base / t:.1f}x | "
+            print(f"| {task} | {c} | {t:.2f} | {base / t:.1f}x | {cpu:.2f} | {base_cpu / cpu:.1f}x | "
                   f"{statistics.median(x['peak_rss_mb'] for x in rs):.0f} | "
                   f"{statistics.median(x['rss_before_mb'] for x in rs):.0f} | {err} |")
     if args.workdir is None:
