@@ -60,7 +60,7 @@ def setup(work: Path, shape: tuple[int, ...], spacing: tuple[float, ...], target
         name="3d_fullres", spatial_dims=3, target_spacing=list(target), patch_size=topo.patch_size, batch_size=2,
         normalization=["ct"], model_options={"features": features, "kernel_sizes": topo.kernel_sizes,
                                              "strides": topo.strides, "deep_supervision": True},
-        resampling={"data": "cubic", "label": "linear", "separate_z": False})
+        resampling={"data": "cubic", "label": "linear", "separate_axis": None})
     labels = {"background": 0, **{f"organ_{k}": k for k in range(1, classes)}}
     intensity = [{"mean": 40.0, "std": 120.0, "percentile_00_5": -1000.0, "percentile_99_5": 400.0}]
     plans = Plans(dataset_name="MemoryBench", channel_names=["CT"], labels=labels, intensity=intensity,

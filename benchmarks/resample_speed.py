@@ -13,7 +13,7 @@ nnU-Net's functions are `resample_data_or_seg_to_shape` with its default plans' 
 images order 3 in-plane and order 0 along z (`force_separate_z=None`: decided per call from
 the spacings; here always separate, as 2.5 / 0.8 > 3), labels and probabilities order 1 / 0.
 medseg runs twice: `medseg` as its planner sets it up for a 1 mm isotropic target (images
-'cubic': bicubic in-plane, linear along z; `separate_z` False), and `medseg_sepz` as an
+'cubic': bicubic in-plane, linear along z; `separate_axis` None), and `medseg_sepz` as an
 imported nnU-Net model runs (images 'spline': nnU-Net's values; nearest along z).
 
 Each contender runs in its own process with one thread (torch and OpenMP), so its peak RSS
@@ -109,8 +109,8 @@ def run(task: str, contender: str, work: Path, classes: int) -> dict:
     else:
         from medseg.preprocessing.resample import resample_image, resample_label, resample_probabilities
 
-        sep = contender == "medseg_sepz"
-        order = "spline" if sep else "cubic"
+        sep = 0 if contender == "medseg_sepz" else None  # z, the coarse axis, on its own
+        order = "spline" if sep is not None else "cubic"
 
         def there_and_back(x):
             if task == "image":

@@ -96,3 +96,25 @@ def test_onnx_backend_without_export_is_explained(tiny_model_dir, scans):
     pred = Predictor.from_model_dir(tiny_model_dir, backend="onnxruntime")
     with pytest.raises(MedsegError, match="medseg export"):
         pred.predict(scans / "case0_0000.nii.gz")
+
+
+@pytest.mark.parametrize("old, new", [(True, 0), (False, None)])
+def test_plans_with_the_old_separate_z_key_predict_as_separate_axis(tiny_model_dir, scans, tmp_path, old, new):
+    """A plans.json written before `separate_axis` (`separate_z`) loads and predicts as the new key."""
+    from medseg.planning.plans import Plans
+    from medseg.utils.files import read_json, write_json
+
+    desc = read_json(tiny_model_dir / "model.json")
+    config = {k: v for k, v in desc["configuration"].items() if k != "name"}
+    image = scans / "case1_0000.nii.gz"  # 2.3 x 0.9 x 1.1 mm: resampled to 2.5 x 1 x 1 and back
+    labels = {}
+    for key, value in (("separate_z", old), ("separate_axis", new), ("separate_axis", 2)):
+        config["resampling"] = {"data": "cubic", "label": "linear", key: value}
+        write_json(tmp_path / "plans.json", {"dataset_name": "Tiny", "channel_names": ["CT"], "labels": desc["labels"],
+                                             "intensity": desc["intensity"], "configurations": {"3d_fullres": config}})
+        plan = Plans.load(tmp_path / "plans.json").configuration("3d_fullres")
+        desc["configuration"] = {"name": plan.name, **plan.to_dict()}
+        write_json(tiny_model_dir / "model.json", desc)
+        labels[key, value] = Predictor.from_model_dir(tiny_model_dir, folds=[0]).predict(image).array
+    np.testing.assert_array_equal(labels["separate_z", old], labels["separate_axis", new])
+    assert not np.array_equal(labels["separate_z", old], labels["separate_axis", 2])  # the key decides something

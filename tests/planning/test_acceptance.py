@@ -177,7 +177,7 @@ def test_target_spacing_is_the_median_with_the_anisotropy_rule(variant):
     if name == "anisotropic":  # 5 mm slices, 8x fewer voxels along z: the 10th percentile
         full = plans.configuration("3d_fullres")
         assert full.target_spacing[0] < np.median(spacings[:, 0])
-        assert full.resampling == {"data": "spline", "label": "linear", "separate_z": True}  # as nnU-Net
+        assert full.resampling == {"data": "spline", "label": "linear", "separate_axis": 0}  # as nnU-Net
 
 
 def test_topology_obeys_the_rules(variant):

@@ -28,7 +28,7 @@ from medseg.io.image import Image, has_image_suffix, read_image
 from medseg.io.labels import LabelScheme
 from medseg.planning.plans import Plans
 from medseg.preprocessing.crop import uncrop
-from medseg.preprocessing.preprocess import preprocessed_dir, save_array, separate_z_for
+from medseg.preprocessing.preprocess import preprocessed_dir, save_array, separate_axis_for
 from medseg.preprocessing.resample import resample_label
 from medseg.training.previous_stage import next_stage_dir
 from medseg.utils.files import read_json, write_json
@@ -79,7 +79,9 @@ def predict_next_stage(workdir: str | Path, config: str = "3d_lowres", folds: Se
     for n, folder in grids.items():
         if not (folder / "plan.json").exists():
             raise MedsegError(f"{n} is not preprocessed; run `medseg preprocess DATASET -c {n}` first", folder)
-    separate_z = bool(plan.resampling.get("separate_z", False))
+    # From this configuration's grid to the next stage's: no case spacing is involved, the
+    # plan's own axis applies.
+    separate_axis = plan.separate_axis
     done: dict[str, dict[str, str]] = {n: {} for n in targets}
     for fold_dir in fold_dirs:
         fold = fold_dir.name[len("fold_"):]
@@ -92,7 +94,7 @@ def predict_next_stage(workdir: str | Path, config: str = "3d_lowres", folds: Se
             scores = predictor.predict_preprocessed(torch.from_numpy(data))
             for n, folder in grids.items():
                 shape = read_json(folder / f"{case_id}.json")["shape_after_resample"]
-                labels = predictor.labels_from_probabilities(scores, shape, separate_z)
+                labels = predictor.labels_from_probabilities(scores, shape, separate_axis)
                 save_array(next_stage_dir(workdir, config, n) / f"{case_id}.npy", labels.numpy().astype(np.int16))
                 done[n][case_id] = fold_dir.name
     for n, cases in done.items():
@@ -156,8 +158,8 @@ class PreviousStageCrossValidation:
             raise MedsegError(f"no {self.plan.previous_stage} cross-validation prediction of case '{case_id}'; run "
                               f"`medseg predict-next-stage DATASET -w WORKDIR -c {self.plan.previous_stage}`", path)
         props = read_json(self.grid / f"{case_id}.json")
-        separate_z = separate_z_for(tuple(props["spacing"]), self.plan)
-        back = resample_label(np.load(path), props["shape_after_crop"], self.classes, separate_z)
+        separate_axis = separate_axis_for(tuple(props["spacing"]), self.plan, to_target=False)
+        back = resample_label(np.load(path), props["shape_after_crop"], self.classes, separate_axis)
         return uncrop(back, [tuple(b) for b in props["bbox"]], tuple(props["shape"]))
 
 

@@ -22,7 +22,7 @@ from medseg.io.dataset import CHANNEL_RE, CaseFiles, read_case
 from medseg.io.image import Image, has_image_suffix, write_image
 from medseg.io.labels import LabelScheme
 from medseg.planning.plans import ConfigurationPlan
-from medseg.preprocessing.preprocess import preprocess_image, separate_z_for
+from medseg.preprocessing.preprocess import preprocess_image, separate_axis_for
 from medseg.preprocessing.resample import region_labels, resampled_slabs
 from medseg.training.checkpoint import model_weights, read_checkpoint
 from medseg.training.device import autocast, resolve_device, resolve_precision
@@ -198,8 +198,9 @@ class Predictor:
             writer = ProbabilityWriter(probabilities_to, self.num_classes, props["shape"], props["bbox"],
                                        background=not self.labels.has_regions)
         with writer if writer is not None else contextlib.nullcontext():
-            self._export(total, props["shape_after_crop"], separate_z_for(tuple(props["spacing"]), self.plan),
-                         labels[tuple(slice(a, b) for a, b in props["bbox"])], writer)
+            back = separate_axis_for(tuple(props["spacing"]), self.plan, to_target=False)
+            self._export(total, props["shape_after_crop"], back, labels[tuple(slice(a, b) for a, b in props["bbox"])],
+                         writer)
             del total
             if self.postprocessing:
                 from medseg.inference.postprocess import apply_postprocessing
@@ -223,21 +224,24 @@ class Predictor:
             del scores
         return total
 
-    def labels_from_probabilities(self, probs: torch.Tensor, shape: Sequence[int], separate_z: bool) -> torch.Tensor:
+    def labels_from_probabilities(self, probs: torch.Tensor, shape: Sequence[int],
+                                  separate_axis: int | None) -> torch.Tensor:
         """Label map at `shape` (int16) from `predict_preprocessed`'s summed fold scores: the
         arg-max, or for a region model each region's `regions_class_order` value where the
-        folds' mean probability exceeds 0.5, region after region; resampled a slab at a time."""
+        folds' mean probability exceeds 0.5, region after region; resampled a slab at a time
+        (nearest along `separate_axis`, an index in (z, y, x), if not None)."""
         out = torch.zeros(tuple(shape), dtype=torch.int16)
-        self._export(probs, shape, separate_z, out.numpy())
+        self._export(probs, shape, separate_axis, out.numpy())
         return out
 
-    def _export(self, total: torch.Tensor, shape: Sequence[int], separate_z: bool, out: np.ndarray,
+    def _export(self, total: torch.Tensor, shape: Sequence[int], separate_axis: int | None, out: np.ndarray,
                 writer: ProbabilityWriter | None = None) -> None:
-        """Resample the summed scores to `shape` a slab of z-slices at a time, into the label
-        map `out` (an array of `shape`), and (with `writer`) the folds' mean probabilities."""
+        """Resample the summed scores to `shape` a slab of z-slices at a time (nearest along
+        `separate_axis` if not None), into the label map `out` (an array of `shape`), and
+        (with `writer`) the folds' mean probabilities."""
         folds = len(self._forwards())
         rows = export_slab(total.shape[0], max(prod(total.shape[2:]), prod(shape[1:])))
-        for start, slab in resampled_slabs(total, shape, separate_z, rows):
+        for start, slab in resampled_slabs(total, shape, separate_axis, rows):
             if folds > 1:
                 slab.div_(folds)
             if self.labels.has_regions:

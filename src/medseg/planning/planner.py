@@ -185,13 +185,14 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
     mem = bytes_at(topo, feats, batch)
     spec = StepSpec.make(topo.patch_size, batch, in_channels, num_classes, feats, topo.kernel_sizes, topo.strides)
     spacing_ratio = max(target) / min(target)
-    separate_z = dims == 3 and spacing_ratio > ANISOTROPY_RATIO and int(np.argmax(target)) == 0
+    # Resample z on its own (nearest along it) when it is the coarse axis of anisotropic data.
+    separate_axis = 0 if dims == 3 and spacing_ratio > ANISOTROPY_RATIO and int(np.argmax(target)) == 0 else None
     return ConfigurationPlan(
         name=name, spatial_dims=dims, target_spacing=[round(float(t), 6) for t in target],
         patch_size=topo.patch_size, batch_size=batch, normalization=normalization, model=model,
         model_options={"features": feats, "kernel_sizes": topo.kernel_sizes, "strides": topo.strides,
                        "deep_supervision": True},
-        resampling={"data": "spline", "label": "linear", "separate_z": bool(separate_z)},
+        resampling={"data": "spline", "label": "linear", "separate_axis": separate_axis},
         median_shape=[float(m) for m in median_shape],
         predicted_memory_gb=round(mem / GB, 3),
         predicted_iteration_s=round(estimate_iteration_seconds(spec, device), 3), notes=notes,

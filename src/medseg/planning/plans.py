@@ -30,7 +30,11 @@ class ConfigurationPlan:
     normalization: list[str]
     model: str = "dynunet"
     model_options: dict[str, Any] = field(default_factory=dict)
-    resampling: dict[str, Any] = field(default_factory=lambda: {"data": "linear", "label": "linear", "separate_z": False})
+    # data/label: interpolation orders; separate_axis: the spatial axis (z, y, x) resampled on
+    # its own (nearest), or None; anisotropy_threshold (imported nnU-Net models): decide the
+    # axis per case instead (`medseg.preprocessing.preprocess.separate_axis_for`).
+    resampling: dict[str, Any] = field(default_factory=lambda: {"data": "linear", "label": "linear",
+                                                                "separate_axis": None})
     median_shape: list[float] = field(default_factory=list)  # median case shape at target_spacing
     loss: str = "dice_ce"
     mirror_axes: list[int] | None = None  # spatial axes augmentation and test-time mirroring may flip
@@ -48,6 +52,25 @@ class ConfigurationPlan:
         for s in self.model_options.get("strides", []):
             out = [o * v for o, v in zip(out, s)]
         return out
+
+    @property
+    def separate_axis(self) -> int | None:
+        """The spatial axis (index in (z, y, x)) resampled on its own, or None. Plans written
+        before `separate_axis` say `"separate_z": true` for axis 0."""
+        r = self.resampling
+        old = 0 if r.get("separate_z") else None
+        if "separate_axis" not in r:
+            return old
+        axis = r["separate_axis"]
+        if axis is not None and (isinstance(axis, bool) or not isinstance(axis, int)
+                                 or not 0 <= axis < self.spatial_dims):
+            raise MedsegError(f"configuration '{self.name}': resampling.separate_axis must be a spatial axis "
+                              f"(0..{self.spatial_dims - 1}) or null, not {axis!r}")
+        if "separate_z" in r and old != axis:
+            # Only a hand edit mixes the two (e.g. an old-style override of a new-style parent).
+            raise MedsegError(f"configuration '{self.name}': resampling has separate_axis {axis} and the older "
+                              f"separate_z {r['separate_z']}, which disagree; keep separate_axis only")
+        return axis
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

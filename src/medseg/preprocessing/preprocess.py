@@ -23,7 +23,8 @@ from medseg.io.labels import LabelScheme
 from medseg.planning.plans import ConfigurationPlan, Plans
 from medseg.preprocessing.crop import crop, nonzero_bbox
 from medseg.preprocessing.normalize import normalize
-from medseg.preprocessing.resample import new_shape_for_spacing, resample_image, resample_label
+from medseg.preprocessing.resample import (new_shape_for_spacing, nnunet_separate_axis, resample_image,
+                                           resample_label)
 from medseg.utils.files import atomic_path, write_json
 from medseg.utils.parallel import map_progress
 
@@ -43,8 +44,25 @@ def target_spacing_for(spacing: tuple[float, ...], plan: ConfigurationPlan) -> l
     return list(plan.target_spacing[-len(spacing):])
 
 
-def separate_z_for(spacing: tuple[float, ...], plan: ConfigurationPlan) -> bool:
-    return bool(plan.resampling.get("separate_z", False)) or slicewise(spacing, plan)
+def separate_axis_for(spacing: tuple[float, ...], plan: ConfigurationPlan, to_target: bool = True) -> int | None:
+    """The spatial axis (index in (z, y, x)) resampled on its own (nearest along it) when a
+    case of `spacing` (mm, (z, y, x)) goes to the plan's grid (`to_target`) or comes back from
+    it; None to resample all axes together.
+
+    A plan with `resampling.anisotropy_threshold` (imported nnU-Net models) decides per case,
+    as nnU-Net does (`nnunet_separate_axis`): the spacing resampled from decides if it is
+    anisotropic beyond the threshold, else the one resampled to. So the axis can depend on the
+    case and on the direction (a coarse case axis at preprocessing, the target's at export).
+    Other plans have one axis (`plan.separate_axis`), and a 2D plan on a volume resamples
+    slice by slice (axis 0)."""
+    if len(spacing) != 3:
+        return None
+    threshold = plan.resampling.get("anisotropy_threshold")
+    if threshold is not None:
+        target = target_spacing_for(spacing, plan)
+        current, new = (spacing, target) if to_target else (target, spacing)
+        return nnunet_separate_axis(current, new, float(threshold))
+    return 0 if slicewise(spacing, plan) else plan.separate_axis
 
 
 def preprocess_image(image: np.ndarray, spacing: tuple[float, ...], plan: ConfigurationPlan,
@@ -56,7 +74,7 @@ def preprocess_image(image: np.ndarray, spacing: tuple[float, ...], plan: Config
     data = normalize(cropped, plan.normalization, intensity)
     target = target_spacing_for(spacing, plan)
     new_shape = new_shape_for_spacing(cropped.shape[1:], spacing, target)
-    data = resample_image(data, new_shape, plan.resampling.get("data", "linear"), separate_z_for(spacing, plan))
+    data = resample_image(data, new_shape, plan.resampling.get("data", "linear"), separate_axis_for(spacing, plan))
     props = {
         "spacing": list(spacing),
         "shape": list(image.shape[1:]),
@@ -68,9 +86,11 @@ def preprocess_image(image: np.ndarray, spacing: tuple[float, ...], plan: Config
     return data, props
 
 
-def preprocess_label(label: np.ndarray, props: dict[str, Any], labels: list[int], separate_z: bool) -> np.ndarray:
+def preprocess_label(label: np.ndarray, props: dict[str, Any], labels: list[int],
+                     separate_axis: int | None) -> np.ndarray:
+    """Crop a label map (*spatial) as its image was and resample it to the image's grid."""
     cropped = crop(label, [tuple(b) for b in props["bbox"]])
-    return resample_label(cropped, props["shape_after_resample"], labels, separate_z).astype(np.int16)
+    return resample_label(cropped, props["shape_after_resample"], labels, separate_axis).astype(np.int16)
 
 
 def class_locations(seg: np.ndarray, classes: list[int], per_class: int, seed: int) -> np.ndarray:
@@ -100,7 +120,7 @@ def _preprocess_one(files: CaseFiles, plan: ConfigurationPlan, intensity: list[d
     data, props = preprocess_image(case.image, case.spacing, plan, intensity)
     # The ignore value is resampled as a class of its own (never blended into a neighbour),
     # but it is no foreground: patches are not centred on it.
-    seg = preprocess_label(case.label, props, scheme.label_values, separate_z_for(case.spacing, plan))
+    seg = preprocess_label(case.label, props, scheme.label_values, separate_axis_for(case.spacing, plan))
     classes = scheme.foreground_values
     save_array(out_dir / f"{files.case_id}.npy", data)
     save_array(out_dir / f"{files.case_id}_seg.npy", seg)

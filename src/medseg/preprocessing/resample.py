@@ -12,9 +12,12 @@ mode="edge")`, i.e. scipy's `zoom(order=3, mode="nearest", grid_mode=True)` (cub
 B-spline interpolation with its prefilter) and clipping to the input's range. A B-spline
 interpolation along one axis is a linear map from n to m samples; that map is computed once
 per (n, m) by running scipy on an identity matrix, and applied to the data as a float32
-matrix product per axis (in place of nnU-Net's per-slice float64 scipy calls). With `separate_z`, a coarse first axis (z) is handled on
-its own: in-plane interpolation per slice, then nearest (order 0) along z, as nnU-Net does
-for strongly anisotropic data.
+matrix product per axis (in place of nnU-Net's per-slice float64 scipy calls).
+
+With a `separate_axis` a (3-D only; an index in (z, y, x)), the coarse axis of strongly
+anisotropic data is handled on its own, as nnU-Net does: interpolation within each slice
+across a, then nearest neighbour (order 0) along a. `nnunet_separate_axis` is nnU-Net's rule
+for which axis that is.
 """
 
 from __future__ import annotations
@@ -114,49 +117,114 @@ def _interp(x: torch.Tensor, size: Sequence[int], order: str) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
 
 
-def _resample_channels(x: torch.Tensor, new_shape: Sequence[int], order: str, separate_z: bool) -> torch.Tensor:
-    """x: (C, *spatial) float32 -> (C, *new_shape)."""
-    spatial = x.ndim - 1
-    if spatial == 2:
-        return _interp(x[None], new_shape, order)[0]
-    if not separate_z and order != "cubic":
-        # 'spline' here is 3-D B-spline interpolation, clipped to each channel's range.
-        return _interp(x[None], new_shape, order)[0]
-    # In-plane slice by slice (z becomes the batch axis), and along z. Nearest along z only
-    # picks slices, so it commutes with the in-plane step: fewer slices first.
-    if separate_z and new_shape[0] < x.shape[1]:
-        x = x.index_select(1, _taps(int(x.shape[1]), int(new_shape[0]), True)[0])
-    c, z = x.shape[:2]
-    inplane = _interp(x.reshape(c * z, 1, *x.shape[2:]), new_shape[1:], order)
-    inplane = inplane.reshape(c, z, *new_shape[1:])
-    if z == new_shape[0]:
-        return inplane
-    z_order = "nearest" if separate_z else "linear"
-    return _interp(inplane[None], new_shape, z_order)[0]
+def nnunet_separate_axis(current: Sequence[float], new: Sequence[float], threshold: float = 3.0) -> int | None:
+    """nnU-Net's choice of the axis resampled on its own, going from `current` to `new`
+    spacing (mm, any axis order; the index is in that order), or None.
+
+    The current spacing decides if its largest / smallest value exceeds `threshold`; if not,
+    the new one does if it exceeds it; if neither, no axis. The deciding spacing's largest
+    value must be unique: when two axes tie for it (e.g. 0.24 x 1.25 x 1.25) nnU-Net
+    resamples all axes together, without looking at the other spacing. Only 3-D spacings
+    have a separate axis (nnU-Net's `determine_do_sep_z_and_axis`, force_separate_z None)."""
+    if len(current) != 3 or len(new) != 3:
+        return None
+    for spacing in (current, new):
+        s = np.asarray(spacing, dtype=np.float64)
+        if s.max() / s.min() > threshold:
+            return coarse_axis(s)
+    return None
+
+
+def coarse_axis(spacing: Sequence[float]) -> int | None:
+    """The axis of the largest spacing, None if two or more share it (nnU-Net's
+    `get_lowres_axis` test, float for float)."""
+    s = np.asarray(spacing, dtype=np.float64)
+    coarse = np.flatnonzero(s.max() / s == 1)
+    return int(coarse[0]) if len(coarse) == 1 else None
+
+
+def _check_axis(separate_axis: int | None, dims: int) -> int | None:
+    """`separate_axis` for an array of `dims` spatial axes: None in 2-D, where there is
+    nothing to separate. A bool is refused (it would pass for axis 0 or 1)."""
+    if separate_axis is None:
+        return None
+    if isinstance(separate_axis, (bool, np.bool_)) or not isinstance(separate_axis, (int, np.integer)):
+        raise TypeError(f"separate_axis is a spatial axis index or None, not {separate_axis!r}")
+    if dims != 3:
+        return None
+    if not 0 <= int(separate_axis) < 3:
+        raise ValueError(f"separate_axis {separate_axis} is not a spatial axis of a 3-D array")
+    return int(separate_axis)
+
+
+def _resample_channels(x: torch.Tensor, new_shape: Sequence[int], order: str,
+                       separate_axis: int | None) -> torch.Tensor:
+    """x: (C, *spatial) float32 -> (C, *new_shape), contiguous.
+
+    With `separate_axis` a (3-D): `order` within the slices across a, nearest along a.
+    The slices are interpolated as one batch, so a goes to the front: for a != 0 that is one
+    permuted copy of the input (only of the slices kept when a shrinks); each output slice
+    is then copied to its place. Peak: input, that copy, the in-plane result, the output."""
+    a = _check_axis(separate_axis, x.ndim - 1)
+    if a is None:
+        if x.ndim == 3 or order != "cubic":
+            # 'spline' here is 3-D B-spline interpolation, clipped to each channel's range.
+            return _interp(x[None], new_shape, order)[0]
+        # Bicubic is 2-D: in-plane per z-slice, then linear along z.
+        c, z = x.shape[:2]
+        inplane = _interp(x.reshape(c * z, 1, *x.shape[2:]), new_shape[1:], order).reshape(c, z, *new_shape[1:])
+        return _interp(inplane[None], new_shape, "linear")[0]
+    n, m = int(x.shape[1 + a]), int(new_shape[a])
+    pick = _taps(n, m, True)[0]
+    slices = x.movedim(1 + a, 1)  # (C, n, *plane): a view
+    if m < n:
+        # Nearest along a only picks slices, so it commutes with the in-plane step: fewer
+        # slices first. index_select writes its result contiguously: this is the one copy.
+        slices = slices.index_select(1, pick)
+        pick = torch.arange(m)
+    c, k = slices.shape[:2]
+    plane = [int(s) for b, s in enumerate(new_shape) if b != a]
+    inplane = _interp(slices.reshape(c * k, 1, *slices.shape[2:]), plane, order).reshape(c, k, *plane)
+    del slices
+    if a == 0:
+        return inplane if k == m else inplane.index_select(1, pick)
+    out = torch.empty((c, *new_shape), dtype=inplane.dtype)
+    view = out.movedim(1 + a, 1)
+    if k == m:
+        view.copy_(inplane)
+    else:  # slice by slice: no output-sized temporary in the permuted order
+        for j, i in enumerate(pick.tolist()):
+            view[:, j].copy_(inplane[:, i])
+    return out
 
 
 def resample_image(image: np.ndarray, new_shape: Sequence[int], order: str = "linear",
-                   separate_z: bool = False) -> np.ndarray:
+                   separate_axis: int | None = None) -> np.ndarray:
     """Resample an image (C, *spatial) to (C, *new_shape), float32.
 
     order: 'nearest', 'linear', 'cubic' (in-plane bicubic; linear along z) or 'spline'
-    (nnU-Net's order-3 B-spline). With `separate_z`, z is resampled by nearest neighbour
-    after the in-plane step (nnU-Net's order_z=0)."""
+    (nnU-Net's order-3 B-spline). With `separate_axis` a (3-D; an index in (z, y, x)), `order`
+    within the slices across a, then nearest along a (nnU-Net's order_z=0). Memory: see
+    `_resample_channels`."""
     if tuple(image.shape[1:]) == tuple(new_shape):
         return image.astype(np.float32, copy=False)
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-        return _resample_channels(x, new_shape, order, separate_z).numpy()
+        return _resample_channels(x, new_shape, order, separate_axis).numpy()
 
 
 @lru_cache(maxsize=64)
 def _taps(n: int, m: int, nearest: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per output index along one axis (n -> m samples, voxel centres aligned as torch's
-    align_corners=False): the two source indices and the weight of the second. Nearest is
-    torch's 'nearest-exact' (one source, weight 0)."""
+    align_corners=False): the two source indices and the weight of the second. Nearest has
+    one source (weight 0): nnU-Net's order 0 along a separate axis, scipy's map_coordinates
+    at (n / m)(j + 0.5) - 0.5 rounded as scipy rounds (floor(c + 0.5)), float64 operation for
+    operation: where the source lies half-way between two samples, float rounding picks the
+    side, and here it picks nnU-Net's (torch's 'nearest-exact' differs at some of those)."""
     j = np.arange(m, dtype=np.float64)
     if nearest:
-        i0 = np.minimum(np.floor((j + 0.5) * n / m), n - 1).astype(np.int64)
+        c = (float(n) / m) * (j + 0.5) - 0.5
+        i0 = np.clip(np.floor(c + 0.5), 0, n - 1).astype(np.int64)
         return torch.from_numpy(i0), torch.from_numpy(i0), torch.zeros(m)
     src = np.maximum((j + 0.5) * n / m - 0.5, 0.0)
     i0 = np.minimum(np.floor(src), n - 1).astype(np.int64)
@@ -229,10 +297,11 @@ def _vote(lab: torch.Tensor, taps: Sequence[tuple[torch.Tensor, torch.Tensor, to
 
 
 def resample_label(label: np.ndarray, new_shape: Sequence[int], labels: Sequence[int] | None = None,
-                   separate_z: bool = False, chunk: int = 1 << 20) -> np.ndarray:
+                   separate_axis: int | None = None, chunk: int = 1 << 20) -> np.ndarray:
     """Resample a label map (*spatial) to `new_shape`: one-hot linear per class, arg-max
     (ties to the lower class value; values not in `labels` get no weight). With
-    `separate_z`, nearest along z (axis 0 of 3-D maps).
+    `separate_axis` a (3-D maps; an index in (z, y, x)), nearest along a: each axis has
+    its own taps, so no axis is moved and nothing is copied for it.
 
     No class is interpolated over the volume: where all corners of an output voxel's
     interpolation cell hold one value, that value is the arg-max, so only the cells on a
@@ -245,8 +314,8 @@ def resample_label(label: np.ndarray, new_shape: Sequence[int], labels: Sequence
     if not values:
         return np.zeros(tuple(new_shape), dtype=label.dtype)
     dims = label.ndim
-    taps = [_taps(int(n), int(m), separate_z and dims == 3 and a == 0)
-            for a, (n, m) in enumerate(zip(label.shape, new_shape))]
+    separate = _check_axis(separate_axis, dims)
+    taps = [_taps(int(n), int(m), a == separate) for a, (n, m) in enumerate(zip(label.shape, new_shape))]
     blended = [a for a in range(dims) if bool((taps[a][2] > 0).any())]
     lower = [t[0] for t in taps]
     with torch.inference_mode():
@@ -265,33 +334,38 @@ def resample_label(label: np.ndarray, new_shape: Sequence[int], labels: Sequence
     return out.numpy().astype(label.dtype, copy=False)
 
 
-def resample_probabilities(probs: torch.Tensor, new_shape: Sequence[int], separate_z: bool = False,
+def resample_probabilities(probs: torch.Tensor, new_shape: Sequence[int], separate_axis: int | None = None,
                            chunk: int = 4) -> torch.Tensor:
-    """Resample class scores (K, *spatial) to (K, *new_shape), a few classes at a time."""
+    """Resample class scores (K, *spatial) to (K, *new_shape), linear (nearest along
+    `separate_axis`, an index in (z, y, x)), `chunk` classes at a time."""
     if tuple(probs.shape[1:]) == tuple(new_shape):
         return probs
     out = torch.empty((probs.shape[0], *new_shape), dtype=probs.dtype)
     for start in range(0, probs.shape[0], chunk):
         part = probs[start:start + chunk].float()
-        out[start:start + chunk] = _resample_channels(part, new_shape, "linear", separate_z).to(probs.dtype)
+        out[start:start + chunk] = _resample_channels(part, new_shape, "linear", separate_axis).to(probs.dtype)
     return out
 
 
-def resampled_slabs(scores: torch.Tensor, new_shape: Sequence[int], separate_z: bool = False,
+def resampled_slabs(scores: torch.Tensor, new_shape: Sequence[int], separate_axis: int | None = None,
                     slab: int = 8) -> Iterator[tuple[int, torch.Tensor]]:
     """Linear resampling of class scores (K, *spatial), any float dtype, to (K, *new_shape),
     `slab` output positions of the first spatial axis (z) at a time: yields (start, float32
-    (K, n, *new_shape[1:])) for consecutive slabs. With `separate_z` (3-D), nearest along z.
+    (K, n, *new_shape[1:])) for consecutive slabs. With `separate_axis` a (3-D; an index in
+    (z, y, x)), nearest along a.
 
     Each slab reads only the input slices its positions interpolate from, so the float32
     temporaries are a few slabs' worth however large the volume and however many classes.
     Along z the taps are those of `_taps` (torch's `align_corners=False` grid), in-plane it is
-    torch's bilinear (linear in 2-D), so slabs equal whole-volume trilinear resampling. z goes
-    first (each output slice is resampled in-plane once), unless z grows enough that resampling
-    the slab's fewer input slices in-plane first is cheaper."""
+    torch's bilinear (linear in 2-D), so slabs equal whole-volume resampling. A separate y or x
+    lies within every slab whole: its nearest taps are those of the whole volume, picked in the
+    slab's plane. z goes first (each output slice is resampled in-plane once), unless z grows
+    enough that resampling the slab's fewer input slices in-plane first is cheaper."""
     n, m = int(scores.shape[1]), int(new_shape[0])
     rest = tuple(int(s) for s in new_shape[1:])
-    i0, i1, w = _taps(n, m, separate_z and scores.ndim == 4)
+    separate = _check_axis(separate_axis, scores.ndim - 1)
+    nearest = None if separate in (None, 0) else separate - 1  # the separate axis within (y, x)
+    i0, i1, w = _taps(n, m, separate == 0)
     used = torch.where(w > 0, i1, i0)  # the second tap only where it has weight
     for j0 in range(0, m, slab):
         j1 = min(j0 + slab, m)
@@ -299,17 +373,31 @@ def resampled_slabs(scores: torch.Tensor, new_shape: Sequence[int], separate_z: 
         src = scores[:, first:last]
         taps = (i0[j0:j1] - first, i1[j0:j1] - first, w[j0:j1])
         if last - first < j1 - j0:  # fewer input slices than output ones: in-plane first
-            yield j0, _lerp_first(_resample_inplane(src, rest), *taps)
+            yield j0, _lerp_first(_resample_inplane(src, rest, nearest), *taps)
         else:
-            yield j0, _resample_inplane(_lerp_first(src, *taps), rest)
+            yield j0, _resample_inplane(_lerp_first(src, *taps), rest, nearest)
 
 
-def _resample_inplane(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """x: (K, z, *plane) -> float32 (K, z, *size), linear in-plane."""
-    if tuple(x.shape[2:]) == size:
-        return x.float()
-    k, z = x.shape[:2]
-    return _interp(x.float().reshape(k * z, 1, *x.shape[2:]), size, "linear").reshape(k, z, *size)
+def _resample_inplane(x: torch.Tensor, size: tuple[int, ...], nearest: int | None = None) -> torch.Tensor:
+    """x: (K, z, *plane) -> float32 (K, z, *size), linear in-plane; nearest along plane axis
+    `nearest` (0: y, 1: x) if given. Its slices are picked before the linear step when they
+    shrink, after it when they grow; the linear step leaves that axis as it is (bilinear at
+    scale 1 takes each sample with weight 1 and its neighbour with weight 0: exact)."""
+    size = tuple(size)
+    grow = None
+    if nearest is not None:
+        ax, n, m = 2 + nearest, int(x.shape[2 + nearest]), int(size[nearest])
+        pick = _taps(n, m, True)[0]
+        if m < n:
+            x = x.index_select(ax, pick)
+        elif m > n:
+            grow = pick
+            size = tuple(n if b == nearest else s for b, s in enumerate(size))
+    if tuple(x.shape[2:]) != size:
+        k, z = x.shape[:2]
+        x = _interp(x.float().reshape(k * z, 1, *x.shape[2:]), size, "linear").reshape(k, z, *size)
+    x = x.float()
+    return x if grow is None else x.index_select(2 + nearest, grow)
 
 
 def _lerp_first(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from medseg.augmentation.spatial import transform_sample
 from medseg.errors import MedsegError
 from medseg.io.labels import LabelScheme
 from medseg.planning.plans import ConfigurationPlan
-from medseg.preprocessing.preprocess import preprocess_label, separate_z_for
+from medseg.preprocessing.preprocess import preprocess_label, separate_axis_for
 
 NEXT_STAGE_DIR = "predicted_next_stage"
 
@@ -137,5 +137,5 @@ def previous_stage_input(previous: np.ndarray, props: dict[str, Any], plan: Conf
     if tuple(previous.shape) != tuple(props["shape"]):
         raise MedsegError(f"previous-stage segmentation has shape {list(previous.shape)}, the scan "
                           f"{list(props['shape'])}")
-    seg = preprocess_label(previous, props, list(range(num_classes)), separate_z_for(tuple(spacing), plan))
+    seg = preprocess_label(previous, props, list(range(num_classes)), separate_axis_for(tuple(spacing), plan))
     return one_hot_foreground(torch.from_numpy(seg), num_classes)
