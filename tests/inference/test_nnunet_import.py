@@ -65,7 +65,8 @@ def test_plain_layout_imports_and_predicts(tmp_path):
     assert desc["model"] == "dynunet" and desc["labels"] == {"background": 0, "organ1": 1, "organ2": 2}
     assert cfg["target_spacing"] == [2.5, 0.8, 0.8] and cfg["patch_size"] == [16, 32, 32]
     assert cfg["normalization"] == ["ct"] and desc["intensity"][0]["percentile_99_5"] == 400.0
-    assert cfg["resampling"] == {"data": "spline", "label": "linear", "separate_z": True}  # 2.5 / 0.8 > 3
+    # 2.5 / 0.8 > 3: z on its own for a case at the target spacing; other cases decide per case.
+    assert cfg["resampling"] == {"data": "spline", "label": "linear", "separate_axis": 0, "anisotropy_threshold": 3.0}
     net = load_imported(out)
     sd = net.state_dict()
     torch.testing.assert_close(sd["encoder.0.0.0.weight"], state["encoder.stages.0.0.convs.0.conv.weight"])
@@ -89,7 +90,8 @@ def test_transposed_plans_permute_kernels_and_sizes(tmp_path):
     # nnU-Net's axes (j) hold the scan's axes forward[j] = (x, z, y): medseg's (z, y, x) are nnU-Net's (1, 2, 0).
     assert cfg["patch_size"] == [24, 32, 16] and cfg["target_spacing"] == [0.8, 0.7, 2.5]
     assert cfg["model_options"]["kernel_sizes"][0] == [1, 3, 3]
-    assert cfg["resampling"]["separate_z"] is False  # the coarse axis is x, not z
+    assert cfg["resampling"]["separate_axis"] == 2  # the coarse axis is x
+    assert not any("coarse axis" in n for n in cfg["notes"])
     w = load_imported(out).state_dict()["encoder.0.0.0.weight"]
     torch.testing.assert_close(w, state["encoder.stages.0.0.convs.0.conv.weight"].permute(0, 1, 3, 4, 2))
 
@@ -166,20 +168,24 @@ def test_logits_equal_nnunet_network(tmp_path, arch, forward):
     torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("mirror, spacing, folds", [
-    (False, (2.5, 0.8, 0.8), (0,)),          # at the plan's spacing: nothing is resampled
-    (True, (2.5, 0.8, 0.8), (0,)),
-    (False, (3.0, 0.7, 0.75), (0, 1)),       # resampled there and back, a two-fold ensemble
-], ids=["plan-spacing", "mirrored", "resampled-2-folds"])
-def test_labels_agree_with_nnunet_predictor(tmp_path, mirror, spacing, folds):
+@pytest.mark.parametrize("mirror, spacing, folds, forward", [
+    (False, (2.5, 0.8, 0.8), (0,), (0, 1, 2)),          # at the plan's spacing: nothing is resampled
+    (True, (2.5, 0.8, 0.8), (0,), (0, 1, 2)),
+    (False, (3.0, 0.7, 0.75), (0, 1), (0, 1, 2)),       # resampled there and back, a two-fold ensemble
+    (False, (3.0, 0.7, 0.75), (0,), (2, 0, 1)),         # the same where the coarse axis is the scan's x
+], ids=["plan-spacing", "mirrored", "resampled-2-folds", "resampled-coarse-x"])
+def test_labels_agree_with_nnunet_predictor(tmp_path, mirror, spacing, folds, forward):
     pytest.importorskip("nnunetv2")
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    plans = R.plans_dict(**FOUR)
+    plans = R.plans_dict(**FOUR, transpose_forward=forward)
     root = R.write_results_folder(tmp_path / "nnUNetTrainer__nnUNetPlans__3d_fullres", plans, R.dataset_dict(),
                                   {f: R.nnunet_network(plans, 1, 3, seed=f).state_dict() for f in folds})
     out = import_nnunet(root, tmp_path / "medseg")
+    # spacing and shape are in nnU-Net's axis order; the scan's axis k is its axis backward[k].
+    backward = [int(a) for a in np.argsort(forward)]
     shape = (24, 96, 96) if not mirror else (24, 64, 64)
+    spacing, shape = tuple(spacing[a] for a in backward), tuple(shape[a] for a in backward)
     image = ct_volume(shape)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -22,12 +22,14 @@ What is mapped, and how exactly:
   statistics of the non-zero region and sets voxels outside it to 0; medseg's 'zscore'
   uses the whole cropped box. The import records this in the configuration's notes and
   warns; predictions differ where the background is zero.
-- Resampling: nnU-Net's default image resampling (scikit-image's order-3 spline, in-plane
-  then order 0 along a coarse z when a spacing ratio exceeds 3) maps to medseg's 'spline',
-  which computes the same values; nnU-Net decides separate z per case from the case's
-  spacing, medseg from the target spacing (and slice-wise 2-D plans). nnU-Net averages the
-  folds' logits and resamples logits at export; the imported model.json says
-  `"scores": "logits"` and medseg's Predictor does the same.
+- Resampling: nnU-Net's default image resampling (scikit-image's order-3 spline within the
+  slices across a coarse axis, then order 0 along it, when a spacing ratio exceeds 3) maps
+  to medseg's 'spline', which computes the same values. The coarse axis can be any axis
+  (x in transposed plans). nnU-Net decides it per case, from the spacing it resamples from
+  and else the one it resamples to; the imported plan says `anisotropy_threshold` and medseg
+  applies the same rule per case (`separate_axis_for`). nnU-Net averages the folds' logits
+  and resamples logits at export; the imported model.json says `"scores": "logits"` and
+  medseg's Predictor does the same.
 """
 
 from __future__ import annotations
@@ -42,11 +44,12 @@ import torch
 
 from medseg.errors import MedsegError
 from medseg.planning.plans import ConfigurationPlan
+from medseg.preprocessing.resample import coarse_axis, nnunet_separate_axis
 from medseg.training.checkpoint import save_checkpoint
 from medseg.training.trainer import build_model
 from medseg.utils.files import read_json, write_json
 
-ANISOTROPY_RATIO = 3.0  # nnU-Net's ANISO_THRESHOLD: separate in-plane and z resampling above it
+ANISOTROPY_RATIO = 3.0  # nnU-Net's ANISO_THRESHOLD: the coarse axis is resampled on its own above it
 
 NORMALIZATION = {"CTNormalization": "ct", "ZScoreNormalization": "zscore"}
 ARCHITECTURES = {"PlainConvUNet": "dynunet", "ResidualEncoderUNet": "dynunet_resenc"}
@@ -316,23 +319,30 @@ def _configuration_name(results_dir: Path, ckpt: dict[str, Any]) -> str:
 
 
 def _resampling(config: dict[str, Any], target_spacing: Sequence[float], notes: list[str]) -> dict[str, Any]:
+    """medseg's `resampling` for nnU-Net's image resampling arguments; `target_spacing` in
+    medseg's (z, y, x) order. `separate_axis` is the coarse axis of the target spacing (what
+    nnU-Net takes for a case already at that spacing); `anisotropy_threshold` makes medseg
+    decide per case as nnU-Net does (`separate_axis_for`)."""
     kw = config.get("resampling_fn_data_kwargs") or {}
     order = int(kw.get("order", 3))
     data = ORDER.get(order, "cubic")
     if order not in ORDER:
         notes.append(f"nnU-Net resamples images with spline order {order}; medseg uses order 3 (spline)")
-    spacing = np.asarray(target_spacing, dtype=float)
-    coarse = np.flatnonzero(spacing == spacing.max())
-    anisotropic = len(spacing) == 3 and spacing.max() / spacing.min() > ANISOTROPY_RATIO and len(coarse) == 1
-    separate_z = bool(anisotropic and coarse[0] == 0)
-    if anisotropic and not separate_z:
-        notes.append(f"the coarse axis of the target spacing is axis {int(coarse[0])}, not z: medseg resamples "
-                     f"it together with the others, nnU-Net separately")
+    threshold = float(kw.get("separate_z_anisotropy_threshold", ANISOTROPY_RATIO))
+    # The rule is permutation-equivariant, so it gives the axis in medseg's order directly.
+    axis = nnunet_separate_axis(target_spacing, target_spacing, threshold)
     force = kw.get("force_separate_z")
-    if force is not None and bool(force) != separate_z:
-        notes.append(f"nnU-Net forces separate_z={force}; medseg uses {separate_z}")
-        separate_z = bool(force) and len(spacing) == 3 and int(np.argmax(spacing)) == 0
-    return {"data": data, "label": "linear", "separate_z": separate_z}
+    if force is None:
+        return {"data": data, "label": "linear", "separate_axis": axis, "anisotropy_threshold": threshold}
+    if force:
+        # Forced: nnU-Net takes the coarse axis of the spacing it resamples from (the case's at
+        # preprocessing, the target's at export); medseg takes the target's both ways.
+        notes.append("nnU-Net forces separate resampling along the coarse axis of the spacing it resamples "
+                     "from; medseg uses the target's coarse axis for preprocessing too")
+        axis = coarse_axis(target_spacing) if len(target_spacing) == 3 else None
+    else:
+        axis = None
+    return {"data": data, "label": "linear", "separate_axis": axis}
 
 
 def import_nnunet(results_dir: str | Path, out_dir: str | Path, folds: Sequence[int | str] | None = None,
