@@ -58,7 +58,7 @@ def test_previous_stage_input_is_the_label_preprocessing(scans, tiny_desc):
     labels[2:6, 10:30, 5:20] = 2
     labels[3:5, 12:20, 7:12] = 1
     extra = previous_stage_input(labels, props, plan, 3, image.spacing)
-    expected = preprocess_label(labels, props, [0, 1, 2], True)
+    expected = preprocess_label(labels, props, [0, 1, 2], 0)  # the plan: separate_z true
     assert extra.shape == (2, *data.shape[1:])
     assert torch.equal(extra, one_hot_foreground(torch.from_numpy(expected), 3))
     assert extra[1].sum() > extra[0].sum() > 0
