@@ -164,7 +164,8 @@ def _resample_channels(x: torch.Tensor, new_shape: Sequence[int], order: str,
     With `separate_axis` a (3-D): `order` within the slices across a, nearest along a.
     The slices are interpolated as one batch, so a goes to the front: for a != 0 that is one
     permuted copy of the input (only of the slices kept when a shrinks); each output slice
-    is then copied to its place. Peak: input, that copy, the in-plane result, the output."""
+    is then copied to its place. Peak: the input, that copy and the in-plane result, or the
+    input, the in-plane result and the output (all float32; the copy is freed in between)."""
     a = _check_axis(separate_axis, x.ndim - 1)
     if a is None:
         if x.ndim == 3 or order != "cubic":
