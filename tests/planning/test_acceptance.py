@@ -163,6 +163,18 @@ def test_configurations_exist_exactly_as_the_rules_say(variant):
         assert low.target_spacing != full.target_spacing
 
 
+def test_dice_pools_the_batch_where_nnunet_does(variant):
+    """2D: batch Dice (a slice rarely holds every class); 3d_fullres (and the cascade that
+    inherits it): batch Dice exactly when a 3d_lowres exists; 3d_lowres: per sample."""
+    name, fp = variant
+    plans = plans_for(fp)
+    expected = {"2d": "dice_ce_batch", "3d_lowres": "dice_ce",
+                "3d_fullres": "dice_ce_batch" if "3d_lowres" in plans.names() else "dice_ce"}
+    expected["3d_cascade_fullres"] = expected["3d_fullres"]
+    for cfg in plans.names():
+        assert plans.configuration(cfg).loss == expected[cfg], f"{name}: {cfg}"
+
+
 def test_target_spacing_is_the_median_with_the_anisotropy_rule(variant):
     name, fp = variant
     spacings, shapes = arrays(fp)

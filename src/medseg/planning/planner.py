@@ -298,6 +298,12 @@ def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str 
     else:
         sp, sh = (spacings[:, -2:], shapes[:, -2:])
         configs["2d"] = plan_configuration("2d", sp, sh, **common).to_dict()
+    # nnU-Net's Dice pooling: over the batch for 2D (a slice rarely holds every class, and a
+    # per-sample Dice punishes predicting a class in slices without it) and for a full-resolution
+    # plan that has a low-resolution stage (its patches see little of the image); per sample else.
+    configs["2d"]["loss"] = "dice_ce_batch"
+    if "3d_lowres" in configs:
+        configs["3d_fullres"]["loss"] = "dice_ce_batch"
     if measure_time:
         for cfg in configs.values():
             opts = cfg["model_options"]

@@ -64,7 +64,7 @@ def model_description(plans: Plans, plan: ConfigurationPlan, model_name: str | N
         divisor = getattr(probe, "divisor", None)
         if divisor:
             plan = replace(plan, patch_size=[-(-p // d) * d for p, d in zip(plan.patch_size, divisor)])
-        if getattr(probe, "default_loss", None) and plan.loss == "dice_ce":
+        if getattr(probe, "default_loss", None) and plan.loss in ("dice_ce", "dice_ce_batch"):
             plan = replace(plan, loss=probe.default_loss)
     return {
         "configuration": {"name": plan.name, **plan.to_dict()},
