@@ -69,8 +69,10 @@ def _nnunet_train(trainer: str) -> None:
     torch.set_num_threads(multiprocessing.cpu_count())  # as nnUNetv2_train -device cpu does
     folder = Path(nnUNet_preprocessed) / DATASET
     cls = getattr(nnUNetTrainer_Xepochs, trainer)
-    t = cls(plans=read_json(folder / "nnUNetPlans.json"), configuration="3d_fullres", fold=0,
-            dataset_json=read_json(folder / "dataset.json"), device=torch.device("cpu"))
+    plans = read_json(folder / "nnUNetPlans.json")
+    plans["continue_training"] = False  # what nnUNetv2_train passes without --c
+    t = cls(plans=plans, configuration="3d_fullres", fold=0, dataset_json=read_json(folder / "dataset.json"),
+            device=torch.device("cpu"))
     t.run_training()
 
 
