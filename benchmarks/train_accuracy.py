@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "plans": {"nnunet": {"patch": nn_plans["patch_size"], "batch": nn_plans["batch_size"],
                              "spacing": nn_plans["spacing"]},
                   "medseg": {"patch": med_plan["patch_size"], "batch": med_plan["batch_size"],
-                             "spacing": med_plan["spacing"]}},
+                             "spacing": med_plan["target_spacing"]}},
         "times_s": {k: round(v, 1) for k, v in times.items()},
         "scores": scores,
     }
