@@ -46,6 +46,11 @@ def dice_of_probabilities(probs: torch.Tensor, gt: torch.Tensor, *, mask: torch.
         denom = (probs * probs).sum(axes) + (gt * gt).sum(axes)
     else:
         denom = probs.sum(axes) + gt.sum(axes)
+    if batch and torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        from torch.distributed.nn.functional import all_reduce
+
+        intersect, denom = all_reduce(torch.stack([intersect, denom]))
     return ((2 * intersect + smooth) / (denom + smooth).clamp_min(1e-8)).mean()
 
 
