@@ -311,7 +311,8 @@ def resample_label(label: np.ndarray, new_shape: Sequence[int], labels: Sequence
     """
     if tuple(label.shape) == tuple(new_shape):
         return label
-    values = sorted(int(v) for v in (labels if labels is not None else _present_values(label)))
+    present = set(_present_values(label).tolist())
+    values = sorted(int(v) for v in (labels if labels is not None else present))
     if not values:
         return np.zeros(tuple(new_shape), dtype=label.dtype)
     dims = label.ndim
@@ -326,7 +327,7 @@ def resample_label(label: np.ndarray, new_shape: Sequence[int], labels: Sequence
         listed = torch.tensor(values, dtype=torch.int64)
         out = _gather(lab, lower)
         mixed = _gather(_mixed_cells(lab, blended), lower) if blended else torch.zeros(out.shape, dtype=torch.bool)
-        if not set(_present_values(label).tolist()) <= set(values):
+        if not present <= set(values):
             out[~torch.isin(out, listed.to(out.dtype)) & ~mixed] = values[0]
         where = mixed.nonzero(as_tuple=True)
         for s in range(0, len(where[0]), chunk):
