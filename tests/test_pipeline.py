@@ -94,6 +94,28 @@ def test_resume_continues_from_latest(trained, tmp_path):
     assert "resumed from" in (fold / "training_log.txt").read_text()
 
 
+def test_adamw_training_resumes_with_its_moments(trained, tmp_path):
+    """`optimizer="adamw"` trains, records itself, and a resume restores AdamW's moments and step count."""
+    from medseg.training.checkpoint import read_checkpoint
+    wd, ds, _ = trained
+    copy = tmp_path / "wd"
+    shutil.copytree(wd, copy, ignore=shutil.ignore_patterns("predictions", "eval", "models"))
+    cfg = TrainingConfig(epochs=2, iters_per_epoch=3, val_iters=1, progress=False, optimizer="adamw")
+    run_train(ds, copy, "3d_fullres", 0, cfg)
+    fold = copy / "models" / "3d_fullres" / "fold_0"
+    tensors, state = read_checkpoint(fold / "checkpoint_latest.safetensors")
+    assert {k.rsplit("/", 1)[1] for k in tensors if k.startswith("optimizer/")} == {"exp_avg", "exp_avg_sq", "step"}
+    assert float(tensors["optimizer/0/step"]) == 6
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.5 ** 0.9)
+    for f in fold.glob("checkpoint_final.*"):
+        f.unlink()
+    summary = run_train(ds, copy, "3d_fullres", 0, TrainingConfig(epochs=3, iters_per_epoch=3, val_iters=1,
+                                                                  progress=False, optimizer="adamw"), resume=True)
+    assert summary["epochs"] == 3 and summary["config"]["optimizer"] == "adamw"
+    tensors, _ = read_checkpoint(fold / "checkpoint_latest.safetensors")
+    assert float(tensors["optimizer/0/step"]) == 9
+
+
 def test_predict_array_rejects_wrong_channel_count(trained):
     from medseg.errors import MedsegError
     wd, _, _ = trained

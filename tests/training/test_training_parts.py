@@ -6,17 +6,30 @@ from torch import nn
 from medseg.errors import MedsegError
 from medseg.preprocessing.preprocess import class_locations, save_array
 from medseg.training.checkpoint import load_optimizer_tensors, model_weights, read_checkpoint, save_checkpoint
-from medseg.training.config import parse_duration
+from medseg.training.config import TrainingConfig, parse_duration
 from medseg.training.device import resolve_precision
 from medseg.training.sampler import PatchSampler
 from medseg.training.splits import fold_cases, make_splits
-from medseg.training.trainer import poly_lr
+from medseg.training.trainer import make_optimizer, poly_lr
 
 
 def test_poly_lr():
     assert poly_lr(0.01, 0, 100) == 0.01
     assert poly_lr(0.01, 50, 100) == pytest.approx(0.01 * 0.5**0.9)
     assert poly_lr(0.01, 100, 100) == 0.0
+
+
+def test_optimizer_choice_and_its_default_rates():
+    net = nn.Conv2d(1, 2, 3)
+    sgd = make_optimizer(net, TrainingConfig())
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["lr"] == 1e-2
+    assert sgd.defaults["momentum"] == 0.99 and sgd.defaults["nesterov"]
+    adamw = make_optimizer(net, TrainingConfig(optimizer="adamw"))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 1e-3
+    assert adamw.defaults["weight_decay"] == 3e-5
+    assert make_optimizer(net, TrainingConfig(optimizer="adamw", lr=3e-4)).defaults["lr"] == 3e-4
+    with pytest.raises(ValueError, match="adam"):
+        TrainingConfig(optimizer="adam")
 
 
 def test_splits_are_deterministic_and_disjoint():

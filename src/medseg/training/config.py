@@ -6,12 +6,17 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
+# nnU-Net's defaults: SGD (Nesterov, momentum 0.99) at 1e-2; AdamW at 1e-3 as nnUNetTrainerAdam1en3.
+DEFAULT_LR = {"sgd": 1e-2, "adamw": 1e-3}
+
+
 @dataclass
 class TrainingConfig:
     epochs: int = 1000
     iters_per_epoch: int = 250
     val_iters: int = 50
-    lr: float = 1e-2
+    lr: float | None = None
+    optimizer: str = "sgd"
     momentum: float = 0.99
     weight_decay: float = 3e-5
     poly_exponent: float = 0.9
@@ -27,6 +32,15 @@ class TrainingConfig:
     loss: str | None = None
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in DEFAULT_LR:
+            raise ValueError(f"optimizer {self.optimizer!r} is not one of {sorted(DEFAULT_LR)}")
+
+    @property
+    def base_lr(self) -> float:
+        """The schedule's starting learning rate: `lr`, or the optimiser's default."""
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -46,6 +46,20 @@ def poly_lr(base: float, epoch: int, total: int, exponent: float = 0.9) -> float
     return base * (1 - min(epoch, total) / max(total, 1)) ** exponent
 
 
+def make_optimizer(net: torch.nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
+    """The configured optimiser at the schedule's starting rate.
+
+    SGD with Nesterov momentum is nnU-Net's choice for its 250,000-step schedule. AdamW's
+    per-parameter step sizes leave the all-background start within tens of steps where SGD can
+    spend hundreds: on small structures and a budget of a thousand steps that decides the result
+    (docs/training.md). It keeps two buffers per weight where SGD keeps one.
+    """
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(net.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(net.parameters(), lr=cfg.base_lr, momentum=cfg.momentum, nesterov=True,
+                           weight_decay=cfg.weight_decay)
+
+
 def model_description(plans: Plans, plan: ConfigurationPlan, model_name: str | None = None,
                       model_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Everything needed to rebuild the network and pre-/post-process for it.
@@ -196,8 +210,7 @@ class Trainer:
         net = build_model(self.desc).to(self.device)
         if cfg.channels_last and plan.spatial_dims == 3:
             net = net.to(memory_format=torch.channels_last_3d)
-        opt = torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-                              weight_decay=cfg.weight_decay)
+        opt = make_optimizer(net, cfg)
         loss_fn = DeepSupervisionLoss(create_loss(cfg.loss or plan.loss, self.labels))
         state: dict[str, Any] = {"epoch": 0, "total_epochs": cfg.epochs, "history": [], "best_ema": -1.0,
                                  "ema": None, "elapsed_s": 0.0}
@@ -248,7 +261,7 @@ class Trainer:
     def _epoch(self, model, net, opt, loss_fn, train_loader, val_loader, state) -> None:
         cfg = self.cfg
         epoch = state["epoch"]
-        lr = poly_lr(cfg.lr, epoch, state["total_epochs"], cfg.poly_exponent)
+        lr = poly_lr(cfg.base_lr, epoch, state["total_epochs"], cfg.poly_exponent)
         for group in opt.param_groups:
             group["lr"] = lr
         t0 = time.perf_counter()
