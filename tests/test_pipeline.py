@@ -96,6 +96,7 @@ def test_resume_continues_from_latest(trained, tmp_path):
 
 def test_adamw_training_resumes_with_its_moments(trained, tmp_path):
     """`optimizer="adamw"` trains, records itself, and a resume restores AdamW's moments and step count."""
+    from medseg.errors import MedsegError
     from medseg.training.checkpoint import read_checkpoint
     wd, ds, _ = trained
     copy = tmp_path / "wd"
@@ -109,9 +110,11 @@ def test_adamw_training_resumes_with_its_moments(trained, tmp_path):
     assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 0.5 ** 0.9)
     for f in fold.glob("checkpoint_final.*"):
         f.unlink()
+    with pytest.raises(MedsegError, match="resume with --optimizer adamw"):
+        run_train(ds, copy, "3d_fullres", 0, TrainingConfig(epochs=3, iters_per_epoch=3, progress=False), resume=True)
     summary = run_train(ds, copy, "3d_fullres", 0, TrainingConfig(epochs=3, iters_per_epoch=3, val_iters=1,
                                                                   progress=False, optimizer="adamw"), resume=True)
-    assert summary["epochs"] == 3 and summary["config"]["optimizer"] == "adamw"
+    assert summary["epochs"] == 3 and summary["optimizer"] == "adamw"
     tensors, _ = read_checkpoint(fold / "checkpoint_latest.safetensors")
     assert float(tensors["optimizer/0/step"]) == 9
 

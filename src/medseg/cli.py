@@ -81,7 +81,8 @@ def _train(a: argparse.Namespace) -> int:
     from medseg.pipeline import run_train
     from medseg.training.config import TrainingConfig, parse_duration
     cfg = TrainingConfig(epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, val_iters=a.val_iters, lr=a.lr,
-                         optimizer=a.optimizer, augmentation=not a.no_augmentation, precision=a.precision, channels_last=a.channels_last,
+                         optimizer=a.optimizer, augmentation=not a.no_augmentation, precision=a.precision,
+                         channels_last=a.channels_last,
                          max_time_s=parse_duration(a.max_time) if a.max_time else None, seed=a.seed,
                          device=a.device, deterministic=a.deterministic, loss=a.loss)
     run_train(a.dataset, a.workdir, a.configuration, a.fold, cfg, model_name=a.model, resume=a.resume,
@@ -280,9 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--val-iters", type=int, default=50)
     s.add_argument("--lr", type=float, default=None,
                    help="starting learning rate of the poly schedule (default: 1e-2 for sgd, 1e-3 for adamw)")
-    s.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd",
-                   help="sgd: nnU-Net's Nesterov SGD; adamw: learns small structures in far fewer "
-                        "steps, for short --max-time budgets")
+    s.add_argument("--optimizer", choices=["auto", "sgd", "adamw"], default="auto",
+                   help="auto (default): adamw with --max-time, sgd without; sgd: nnU-Net's Nesterov "
+                        "SGD; adamw: learns small structures in far fewer steps")
     s.add_argument("--max-time", help="time budget, e.g. 2h or 15m: the schedule shrinks to fit")
     s.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="auto = bf16 where the hardware runs it natively, else fp32")

@@ -30,6 +30,11 @@ def test_optimizer_choice_and_its_default_rates():
     assert make_optimizer(net, TrainingConfig(optimizer="adamw", lr=3e-4)).defaults["lr"] == 3e-4
     with pytest.raises(ValueError, match="adam"):
         TrainingConfig(optimizer="adam")
+    # The default, "auto": AdamW for a time-budgeted run, nnU-Net's SGD for a fixed schedule.
+    assert TrainingConfig().optimizer == "auto" and TrainingConfig().optimizer_name == "sgd"
+    budgeted = make_optimizer(net, TrainingConfig(max_time_s=600))
+    assert isinstance(budgeted, torch.optim.AdamW) and budgeted.defaults["lr"] == 1e-3
+    assert isinstance(make_optimizer(net, TrainingConfig(max_time_s=600, optimizer="sgd")), torch.optim.SGD)
 
 
 def test_splits_are_deterministic_and_disjoint():

@@ -16,7 +16,7 @@ class TrainingConfig:
     iters_per_epoch: int = 250
     val_iters: int = 50
     lr: float | None = None
-    optimizer: str = "sgd"
+    optimizer: str = "auto"
     momentum: float = 0.99
     weight_decay: float = 3e-5
     poly_exponent: float = 0.9
@@ -34,13 +34,21 @@ class TrainingConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.optimizer not in DEFAULT_LR:
-            raise ValueError(f"optimizer {self.optimizer!r} is not one of {sorted(DEFAULT_LR)}")
+        if self.optimizer != "auto" and self.optimizer not in DEFAULT_LR:
+            raise ValueError(f"optimizer {self.optimizer!r} is not one of {['auto', *sorted(DEFAULT_LR)]}")
+
+    @property
+    def optimizer_name(self) -> str:
+        """The optimiser trained with: "auto" means AdamW for a time-budgeted run (`max_time_s`),
+        nnU-Net's SGD otherwise."""
+        if self.optimizer != "auto":
+            return self.optimizer
+        return "adamw" if self.max_time_s else "sgd"
 
     @property
     def base_lr(self) -> float:
         """The schedule's starting learning rate: `lr`, or the optimiser's default."""
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer_name]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

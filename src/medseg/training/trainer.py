@@ -54,7 +54,7 @@ def make_optimizer(net: torch.nn.Module, cfg: TrainingConfig) -> torch.optim.Opt
     spend hundreds: on small structures and a budget of a thousand steps that decides the result
     (docs/training.md). It keeps two buffers per weight where SGD keeps one.
     """
-    if cfg.optimizer == "adamw":
+    if cfg.optimizer_name == "adamw":
         return torch.optim.AdamW(net.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(net.parameters(), lr=cfg.base_lr, momentum=cfg.momentum, nesterov=True,
                            weight_decay=cfg.weight_decay)
@@ -227,9 +227,10 @@ class Trainer:
                                      previous_dir=self.previous_dir)
         val_sampler = PatchSampler(self.data_dir, self.val_ids, plan.patch_size, plan.batch_size,
                                    cfg.oversample, seed=cfg.seed + 1, previous_dir=self.previous_dir)
-        self.log.info("training %s %s: %d train / %d val cases, patch %s, batch %d (%d process(es)), %s on %s",
-                      plan.name, self.paths.fold_dir.name, len(self.train_ids), len(self.val_ids),
-                      plan.patch_size, plan.batch_size, self.dist.world_size, self.precision, self.device)
+        self.log.info("training %s %s: %d train / %d val cases, patch %s, batch %d (%d process(es)), %s on %s, "
+                      "%s from lr %g", plan.name, self.paths.fold_dir.name, len(self.train_ids), len(self.val_ids),
+                      plan.patch_size, plan.batch_size, self.dist.world_size, self.precision, self.device,
+                      type(opt).__name__, cfg.base_lr)
         train_loader = BackgroundLoader(self._batch_producer(train_sampler, augmenter, cfg.seed),
                                         start_step=state["epoch"] * cfg.iters_per_epoch)
         val_loader = BackgroundLoader(self._batch_producer(val_sampler, None, cfg.seed + 1),
@@ -244,7 +245,7 @@ class Trainer:
         summary = {"epochs": state["epoch"], "best_pseudo_dice_ema": state["best_ema"],
                    "final_pseudo_dice": state["history"][-1]["pseudo_dice"] if state["history"] else None,
                    "elapsed_s": round(state["elapsed_s"], 1), "precision": self.precision,
-                   "processes": self.dist.world_size, "ranks_in_sync": in_sync,
+                   "processes": self.dist.world_size, "ranks_in_sync": in_sync, "optimizer": cfg.optimizer_name,
                    "train_cases": self.train_ids, "val_cases": self.val_ids, "config": cfg.to_dict()}
         if self.dist.is_main:
             save_checkpoint(self.paths.fold_dir, "checkpoint_final", net, self._public_state(state))
@@ -345,6 +346,11 @@ class Trainer:
     def _resume(self, model, opt) -> dict[str, Any]:
         path = self.paths.fold_dir / "checkpoint_latest.safetensors"
         tensors, state = read_checkpoint(path)
+        # Checkpoints from before the optimiser could be chosen were all SGD.
+        saved = TrainingConfig.from_dict({"optimizer": "sgd", **state.get("training", {})}).optimizer_name
+        if saved != self.cfg.optimizer_name:
+            raise MedsegError(f"the run to resume used --optimizer {saved}, not {self.cfg.optimizer_name}; "
+                              f"resume with --optimizer {saved}", path)
         model.load_state_dict(model_weights(tensors))
         load_optimizer_tensors(opt, tensors, state["optimizer"])
         torch.set_rng_state(tensors["rng/torch"])
