@@ -206,3 +206,11 @@ def test_subcortical_hemispheres_mirrors_and_world_positions(fetched, real_cache
             xs[side] = [case.reference.index_to_world((0, 0, i))[0] for i in range(case.reference.shape[2])]
     # LPS x: the left hemisphere's columns are all > +4 mm, the right's all < -4 mm.
     assert min(xs["left"]) >= 4.0 and max(xs["right"]) <= -4.0
+    # The training labels at the same place (the other hemisphere, mirrored) are close to the
+    # validation labels but not equal: the template is asymmetric, so the split does not leak.
+    copy = baseline_scores(root, method="training_copy")
+    assert copy["baseline"] == "training_copy"
+    dice = [m["dice"] for n, m in copy["mean"].items() if n in SUBCORTICAL_LABELS]
+    assert len(dice) == 12 and all(0.7 < d < 0.97 for d in dice), dice
+    with pytest.raises(MedsegError, match="otsu"):
+        baseline_scores(root, method="otsu_brain_mask")

