@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                          "for every case (clip to its 0.5/99.5 percentiles, then its mean and std), as for CT")
     ap.add_argument("--optimizer", choices=["auto", "sgd", "adamw"], default="auto",
                     help="auto: medseg's default, adamw for a time-budgeted run; sgd: nnU-Net's (docs/training.md)")
+    ap.add_argument("--augmentation-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="as `medseg train --augmentation-option`, e.g. contrast_p=1.0 (repeatable)")
     args = ap.parse_args(argv)
 
     root = Path(args.workdir) / args.dataset
@@ -82,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     cfg = TrainingConfig(epochs=1000, iters_per_epoch=args.iters_per_epoch, val_iters=5,
-                         max_time_s=args.minutes * 60, seed=args.seed, optimizer=args.optimizer)
+                         max_time_s=args.minutes * 60, seed=args.seed, optimizer=args.optimizer,
+                         augmentation_options={k: json.loads(v) for k, v in
+                                               (o.split("=", 1) for o in args.augmentation_option)})
     train = run_train(raw, wd, args.config, 0, cfg, verbose=True)
     times["train_s"] = time.perf_counter() - t
 

@@ -100,6 +100,16 @@ def test_fingerprint_and_plan_write_readable_json(dataset, tmp_path, capsys):
     assert fp["num_cases"] == 4 and len(fp["median_spacing"]) == 3
 
 
+def test_bad_augmentation_option_is_one_line(dataset, tmp_path, capsys):
+    for option, needle in [("contrast_p=2", "contrast_p = 2 is not a probability"),
+                           ("contrast=1", "unknown setting(s) contrast"),
+                           ("contrast_p", "augmentation option 'contrast_p' is not KEY=VALUE")]:
+        code, _, err = run(capsys, "train", dataset, "-w", tmp_path / "wd", "--augmentation-option", option)
+        assert code != 0
+        assert_one_line_error(err, needle)
+    assert not (tmp_path / "wd" / "models").exists()
+
+
 def test_models_lists_dynunet(capsys):
     code, out, _ = run(capsys, "models")
     assert code == 0 and "dynunet" in out

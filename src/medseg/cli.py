@@ -80,11 +80,15 @@ def _preprocess(a: argparse.Namespace) -> int:
 def _train(a: argparse.Namespace) -> int:
     from medseg.pipeline import run_train
     from medseg.training.config import TrainingConfig, parse_duration
-    cfg = TrainingConfig(epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, val_iters=a.val_iters, lr=a.lr,
-                         optimizer=a.optimizer, augmentation=not a.no_augmentation, precision=a.precision,
-                         channels_last=a.channels_last,
-                         max_time_s=parse_duration(a.max_time) if a.max_time else None, seed=a.seed,
-                         device=a.device, deterministic=a.deterministic, loss=a.loss)
+    try:
+        cfg = TrainingConfig(epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, val_iters=a.val_iters, lr=a.lr,
+                             optimizer=a.optimizer, augmentation=not a.no_augmentation,
+                             augmentation_options=_options(a.augmentation_option, "augmentation option"),
+                             precision=a.precision, channels_last=a.channels_last,
+                             max_time_s=parse_duration(a.max_time) if a.max_time else None, seed=a.seed,
+                             device=a.device, deterministic=a.deterministic, loss=a.loss)
+    except ValueError as err:
+        raise MedsegError(f"train: {err}") from None
     run_train(a.dataset, a.workdir, a.configuration, a.fold, cfg, model_name=a.model, resume=a.resume,
               verbose=True, model_options=_options(a.model_option))
     return 0
@@ -98,13 +102,13 @@ def _predict_next_stage(a: argparse.Namespace) -> int:
     return 0
 
 
-def _options(pairs: list[str] | None) -> dict:
+def _options(pairs: list[str] | None, what: str = "model option") -> dict:
     """`key=value` pairs; values are read as JSON where they parse (numbers, true, lists)."""
     import json
     out = {}
     for pair in pairs or []:
         if "=" not in pair:
-            raise MedsegError(f"model option {pair!r} is not KEY=VALUE")
+            raise MedsegError(f"{what} {pair!r} is not KEY=VALUE")
         key, value = pair.split("=", 1)
         try:
             out[key] = json.loads(value)
@@ -289,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto = bf16 where the hardware runs it natively, else fp32")
     s.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     s.add_argument("--no-augmentation", action="store_true")
+    s.add_argument("--augmentation-option", action="append", metavar="KEY=VALUE",
+                   help="replace one of nnU-Net's augmentation settings (medseg.augmentation.AugmentationConfig), "
+                        "e.g. contrast_p=1.0 or gamma_range=[0.7,1.5] (repeatable)")
     s.add_argument("--loss", choices=["dice_ce", "dice_ce_batch", "dice", "dice_batch", "vnet_dice", "ce"],
                    help="loss (default: the plan's, or the model's own, e.g. V-Net's Dice)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")

@@ -37,6 +37,20 @@ def test_optimizer_choice_and_its_default_rates():
     assert isinstance(make_optimizer(net, TrainingConfig(max_time_s=600, optimizer="sgd")), torch.optim.SGD)
 
 
+def test_augmentation_options_replace_nnunet_defaults_and_keep_the_plans_mirror_axes():
+    from types import SimpleNamespace
+
+    from medseg.training.trainer import Trainer
+    cfg = TrainingConfig(augmentation_options={"contrast_p": 1.0, "gamma_range": [0.8, 1.2]})
+    # augmenter() reads only the configuration and the plan's patch and mirror axes.
+    fake = SimpleNamespace(cfg=cfg, plan=SimpleNamespace(mirror_axes=[0], patch_size=[16, 16]))
+    aug = Trainer.augmenter(fake)
+    assert aug.config.contrast_p == 1.0 and aug.config.gamma_range == (0.8, 1.2)
+    assert aug.config.mirror_axes == (0,) and aug.config.gamma_p == 0.3  # the rest stays nnU-Net's
+    with pytest.raises(ValueError, match="unknown setting"):
+        TrainingConfig(augmentation_options={"contrast": 1.0})
+
+
 def test_splits_are_deterministic_and_disjoint():
     ids = [f"c{i}" for i in range(12)]
     a, b = make_splits(ids), make_splits(list(reversed(ids)))

@@ -23,6 +23,8 @@ class TrainingConfig:
     grad_clip: float = 12.0
     oversample: float = 1 / 3
     augmentation: bool = True
+    # AugmentationConfig settings that replace nnU-Net's defaults, e.g. {"contrast_p": 1.0}.
+    augmentation_options: dict[str, Any] = field(default_factory=dict)
     precision: str = "auto"
     channels_last: bool = False
     max_time_s: float | None = None
@@ -36,6 +38,8 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.optimizer != "auto" and self.optimizer not in DEFAULT_LR:
             raise ValueError(f"optimizer {self.optimizer!r} is not one of {['auto', *sorted(DEFAULT_LR)]}")
+        from medseg.augmentation.config import AugmentationConfig
+        AugmentationConfig.from_dict(self.augmentation_options)  # unknown keys and bad values fail here
 
     @property
     def optimizer_name(self) -> str:

@@ -161,9 +161,11 @@ class Trainer:
 
     # -- pieces ------------------------------------------------------------------------
     def augmenter(self) -> Augmenter:
-        """nnU-Net's training augmentation, with the plan's allowed mirror axes."""
+        """nnU-Net's training augmentation, with the plan's allowed mirror axes and the
+        configuration's `augmentation_options` on top."""
         axes = None if self.plan.mirror_axes is None else tuple(self.plan.mirror_axes)
-        return Augmenter(AugmentationConfig(mirror_axes=axes), self.plan.patch_size)
+        settings = {"mirror_axes": axes, **self.cfg.augmentation_options}
+        return Augmenter(AugmentationConfig.from_dict(settings), self.plan.patch_size)
 
     def _batch_producer(self, sampler: PatchSampler, augmenter: Augmenter | None, seed: int):
         share = self.dist.share(sampler.batch_size)
