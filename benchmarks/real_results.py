@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from medseg.cli import parse_options
 from medseg.data.real import fetch_dataset
 from medseg.data.real.baselines import BASELINES, baseline_scores, pooled_dice
 from medseg.evaluation import evaluate_folders, format_table, write_report
@@ -85,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     cfg = TrainingConfig(epochs=1000, iters_per_epoch=args.iters_per_epoch, val_iters=5,
                          max_time_s=args.minutes * 60, seed=args.seed, optimizer=args.optimizer,
-                         augmentation_options={k: json.loads(v) for k, v in
-                                               (o.split("=", 1) for o in args.augmentation_option)})
+                         augmentation_options=parse_options(args.augmentation_option, "augmentation option"))
     train = run_train(raw, wd, args.config, 0, cfg, verbose=True)
     times["train_s"] = time.perf_counter() - t
 

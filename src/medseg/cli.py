@@ -83,14 +83,14 @@ def _train(a: argparse.Namespace) -> int:
     try:
         cfg = TrainingConfig(epochs=a.epochs, iters_per_epoch=a.iters_per_epoch, val_iters=a.val_iters, lr=a.lr,
                              optimizer=a.optimizer, augmentation=not a.no_augmentation,
-                             augmentation_options=_options(a.augmentation_option, "augmentation option"),
+                             augmentation_options=parse_options(a.augmentation_option, "augmentation option"),
                              precision=a.precision, channels_last=a.channels_last,
                              max_time_s=parse_duration(a.max_time) if a.max_time else None, seed=a.seed,
                              device=a.device, deterministic=a.deterministic, loss=a.loss)
     except ValueError as err:
         raise MedsegError(f"train: {err}") from None
     run_train(a.dataset, a.workdir, a.configuration, a.fold, cfg, model_name=a.model, resume=a.resume,
-              verbose=True, model_options=_options(a.model_option))
+              verbose=True, model_options=parse_options(a.model_option))
     return 0
 
 
@@ -102,7 +102,7 @@ def _predict_next_stage(a: argparse.Namespace) -> int:
     return 0
 
 
-def _options(pairs: list[str] | None, what: str = "model option") -> dict:
+def parse_options(pairs: list[str] | None, what: str = "model option") -> dict:
     """`key=value` pairs; values are read as JSON where they parse (numbers, true, lists)."""
     import json
     out = {}

@@ -219,16 +219,18 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
         raise MedsegError(f"subset must be 'val', 'train' or 'all', got '{subset}'")
     wanted = set(meta["split"]["train"]) | set(meta["split"]["val"]) if subset == "all" else set(meta["split"][subset])
     info = read_dataset_info(root)
-    cases = [c for c in find_cases(root, info) if c.case_id in wanted]
+    every_case = find_cases(root, info)
+    cases = [c for c in every_case if c.case_id in wanted]
     if not cases:
         raise MedsegError(f"no {subset} cases found", root)
     method = method or BASELINES[name][0]
     if method not in BASELINES[name]:
         raise MedsegError(f"baseline {method!r} is not one of {list(BASELINES[name])} for {name}")
     atlas = neuromorphometrics_atlas(cache_dir) if method.startswith("atlas_copy") else None
-    training = ([read_image(c.label) for c in find_cases(root, info) if c.case_id in set(meta["split"]["train"])]
-                if method == "training_copy" else [])
-    identity = {v: v for v in info.labels.values() if isinstance(v, int) and v > 0}
+    if method == "training_copy":
+        train_ids = set(meta["split"]["train"])
+        training = [read_image(c.label) for c in every_case if c.case_id in train_ids]
+        identity = {v: v for v in info.labels.values() if isinstance(v, int) and v > 0}
     with tempfile.TemporaryDirectory(prefix="medseg-baseline-") as tmp:
         work = Path(out_dir) if out_dir is not None else Path(tmp)
         pred_dir, ref_dir = work / "predictions", work / "references"
@@ -239,14 +241,14 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
                 stale.unlink()
         for case in cases:
             image = read_image(case.images[0])
-            if name == "brain-extraction":
+            if method == "otsu_brain_mask":
                 pred = otsu_brain_mask(image.array, image.spacing)
-            elif name == "brain-tissue":
+            elif method == "kmeans_tissue":
                 pred = kmeans_tissue(image.array)
-            elif atlas is not None:
-                pred = atlas_copy(image, *atlas)
-            else:
+            elif method == "training_copy":
                 pred = atlas_copy(image, _training_label_at(image, training), identity)
+            else:
+                pred = atlas_copy(image, *atlas)
             write_image(image.with_array(pred), pred_dir / case.label.name)
             _link(case.label, ref_dir / case.label.name)
         summary = evaluate_folders(pred_dir, ref_dir, dataset_json=root, metrics=BASELINE_METRICS,
