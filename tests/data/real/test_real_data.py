@@ -165,6 +165,13 @@ def test_brain_tissue_slabs_hold_three_classes_inside_the_brain(fetched, real_ca
         case = read_case(files)
         # Labels only where the skull-stripped image has data.
         assert not (case.label[case.image[0] == 0] > 0).any()
+    # Both baselines run on the validation slabs; cuts fitted on the training slabs' labels beat
+    # k-means on every class (the reference is close to a function of T1).
+    kmeans = baseline_scores(root, out_dir=tmp_path / "kmeans")
+    cuts = baseline_scores(root, out_dir=tmp_path / "cuts", method="training_thresholds")
+    assert kmeans["baseline"] == "kmeans_tissue" and cuts["baseline"] == "training_thresholds"
+    for tissue in ("csf", "gm", "wm"):
+        assert cuts["mean"][tissue]["dice"] > kmeans["mean"][tissue]["dice"] > 0.5, tissue
 
 
 def test_subcortical_hemispheres_mirrors_and_world_positions(fetched, real_cache, tmp_path):

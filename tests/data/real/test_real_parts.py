@@ -15,7 +15,8 @@ import pytest
 
 from medseg.data.real import DATASETS, SOURCES, fetch_source, list_datasets
 from medseg.data.real import fetch as fetch_mod
-from medseg.data.real.baselines import atlas_copy, kmeans_1d, kmeans_tissue, otsu_brain_mask, otsu_threshold
+from medseg.data.real.baselines import (atlas_copy, fit_ordered_thresholds, kmeans_1d, kmeans_tissue, otsu_brain_mask,
+                                       otsu_threshold, threshold_tissue)
 from medseg.data.real.builders import SUBCORTICAL_LABELS, check_hemispheres, mirror_labels, subcortical_class
 from medseg.data.real.geometry import (
     RAS_DIRECTION, Slab, crop_image, orientation_of, resample_onto, slab_layout, to_ras, world_to_index,
@@ -283,6 +284,29 @@ def test_kmeans_tissue_orders_classes_by_intensity():
     assert (kmeans_tissue(image) == truth).mean() > 0.99
     np.testing.assert_allclose(kmeans_1d(np.array([1.0, 1, 1, 5, 5, 9, 9, 9]), 3), [1, 5, 9])
     assert not kmeans_tissue(np.zeros((2, 2, 2))).any()
+
+
+def test_fitted_thresholds_match_a_brute_force_search_and_beat_kmeans_on_skewed_classes():
+    rng = np.random.default_rng(3)
+    # Overlapping classes of very different sizes: k-means puts its cuts midway between cluster
+    # centres, the fitted cuts go where the training labels change most often.
+    labels = np.repeat([1, 2, 3], [300, 3000, 600])
+    values = np.choose(labels - 1, [rng.normal(40, 15, labels.size), rng.normal(100, 12, labels.size),
+                                    rng.normal(125, 10, labels.size)])
+    cuts = fit_ordered_thresholds(values, labels, 3, bins=64)
+    assert cuts.shape == (2,) and cuts[0] < cuts[1]
+    edges = np.linspace(values.min(), values.max(), 65)
+    brute = max(((threshold_tissue(values + 1000, [a + 1000, b + 1000], np.ones(values.shape, bool)) == labels).sum()
+                 for i, a in enumerate(edges) for b in edges[i + 1:]))
+    fitted = (threshold_tissue(values + 1000, cuts + 1000, np.ones(values.shape, bool)) == labels).sum()
+    assert fitted == brute
+    km = kmeans_tissue(values + 1000, np.ones(values.shape, bool))
+    assert fitted > (km == labels).sum()
+    # A value on a threshold goes to the lower class; outside the mask is background.
+    image = np.array([0.0, cuts[0], cuts[0] + 1e-3, cuts[1] + 1e-3])
+    assert threshold_tissue(image, cuts).tolist() == [0, 1, 2, 3]
+    with pytest.raises(ValueError):
+        fit_ordered_thresholds(np.ones(3), np.ones(2), 3)
 
 
 def test_atlas_copy_maps_values_and_follows_world_coordinates():

