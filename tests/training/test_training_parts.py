@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from medseg.training.checkpoint import load_optimizer_tensors, model_weights, re
 from medseg.training.config import TrainingConfig, parse_duration
 from medseg.training.device import resolve_precision
 from medseg.training.sampler import PatchSampler
-from medseg.training.splits import fold_cases, make_splits
+from medseg.training.splits import fold_cases, load_or_make_splits, make_splits, unused_cases
 from medseg.training.trainer import make_optimizer, poly_lr
 
 
@@ -63,6 +65,29 @@ def test_splits_are_deterministic_and_disjoint():
     assert train == val == sorted(ids)
     with pytest.raises(MedsegError, match="fold 7"):
         fold_cases(a, 7)
+
+
+def test_a_hand_made_splits_file_is_kept_even_when_it_leaves_cases_out(tmp_path):
+    ids = [f"c{i}" for i in range(6)]
+    path = tmp_path / "splits.json"
+    # No file: five folds are made and written.
+    made = load_or_make_splits(path, ids)
+    assert json.loads(path.read_text()) == made and len(made) == 5
+    # A user's one-fold split over four of the six cases is used as written, never replaced.
+    mine = [{"train": ["c0", "c1", "c3"], "val": ["c2"]}]
+    path.write_text(json.dumps(mine))
+    assert load_or_make_splits(path, ids) == mine
+    assert json.loads(path.read_text()) == mine
+    assert unused_cases(mine, ids) == ["c4", "c5"]
+    assert fold_cases(mine, 0) == (["c0", "c1", "c3"], ["c2"])
+    # A case the data lacks, or a malformed file, is an error naming the file.
+    path.write_text(json.dumps([{"train": ["c0", "gone"], "val": ["c2"]}]))
+    with pytest.raises(MedsegError, match="gone") as err:
+        load_or_make_splits(path, ids)
+    assert "splits.json" in str(err.value)
+    path.write_text(json.dumps({"train": ["c0"]}))
+    with pytest.raises(MedsegError, match="folds"):
+        load_or_make_splits(path, ids)
 
 
 def test_parse_duration():

@@ -24,16 +24,34 @@ def make_splits(case_ids: list[str], folds: int = 5, seed: int = 12345) -> list[
 
 
 def load_or_make_splits(path: str | Path, case_ids: list[str], folds: int = 5) -> list[dict[str, list[str]]]:
-    """Reuse `path` if it exists and covers the same cases; otherwise write new splits."""
+    """The splits in `path` if it exists, else `folds` new ones written there.
+
+    An existing file is the user's (or the dataset's) choice and is never rewritten: it may
+    leave cases out (they are then not used), but every case it names must be in `case_ids`
+    and every fold must have a "train" and a "val" list; otherwise MedsegError names the file.
+    """
     path = Path(path)
-    if path.exists():
-        splits = read_json(path)
-        covered = set().union(*(set(s["train"]) | set(s["val"]) for s in splits))
-        if covered == set(case_ids):
-            return splits
-    splits = make_splits(case_ids, folds)
-    write_json(path, splits)
+    if not path.exists():
+        splits = make_splits(case_ids, folds)
+        write_json(path, splits)
+        return splits
+    splits = read_json(path)
+    if (not isinstance(splits, list) or not splits
+            or not all(isinstance(s, dict) and isinstance(s.get("train"), list) and isinstance(s.get("val"), list)
+                       for s in splits)):
+        raise MedsegError('splits must be a non-empty list of {"train": [...], "val": [...]} folds', path)
+    named = set().union(*(set(s["train"]) | set(s["val"]) for s in splits))
+    unknown = sorted(named - set(case_ids))
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise MedsegError(f"names cases that are not in the preprocessed data: {', '.join(unknown[:5])}{more}", path)
     return splits
+
+
+def unused_cases(splits: list[dict[str, list[str]]], case_ids: list[str]) -> list[str]:
+    """Cases that no fold of `splits` names (a hand-made split may leave some out)."""
+    named = set().union(*(set(s["train"]) | set(s["val"]) for s in splits))
+    return sorted(set(case_ids) - named)
 
 
 def fold_cases(splits: list[dict[str, list[str]]], fold: int | str) -> tuple[list[str], list[str]]:

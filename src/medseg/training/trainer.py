@@ -35,7 +35,7 @@ from medseg.training.previous_stage import PreviousStageChannels, network_in_cha
 from medseg.training.progress import plot_progress
 from medseg.training.pseudo_dice import confusion_counts, dice_from_counts
 from medseg.training.sampler import PatchSampler
-from medseg.training.splits import fold_cases, load_or_make_splits
+from medseg.training.splits import fold_cases, load_or_make_splits, unused_cases
 from medseg.utils.files import read_json, write_json
 
 EMA_DECAY = 0.9
@@ -144,6 +144,7 @@ class Trainer:
         self.dist.barrier()
         splits = load_or_make_splits(self.workdir / "splits.json", case_ids)
         self.train_ids, self.val_ids = fold_cases(splits, fold)
+        self.unused_ids = unused_cases(splits, case_ids)
         # A cascade stage reads the previous stage's cross-validation predictions (checked here).
         self.previous_dir = (require_previous_predictions(self.workdir, self.plan, self.train_ids + self.val_ids)
                              if self.plan.previous_stage else None)
@@ -233,6 +234,9 @@ class Trainer:
                       "%s from lr %g", plan.name, self.paths.fold_dir.name, len(self.train_ids), len(self.val_ids),
                       plan.patch_size, plan.batch_size, self.dist.world_size, self.precision, self.device,
                       type(opt).__name__, cfg.base_lr)
+        if self.unused_ids:
+            self.log.info("splits.json names no fold for %d case(s), not used: %s", len(self.unused_ids),
+                          ", ".join(self.unused_ids[:5]) + (" ..." if len(self.unused_ids) > 5 else ""))
         train_loader = BackgroundLoader(self._batch_producer(train_sampler, augmenter, cfg.seed),
                                         start_step=state["epoch"] * cfg.iters_per_epoch)
         val_loader = BackgroundLoader(self._batch_producer(val_sampler, None, cfg.seed + 1),
