@@ -119,6 +119,22 @@ def test_adamw_training_resumes_with_its_moments(trained, tmp_path):
     assert float(tensors["optimizer/0/step"]) == 9
 
 
+def test_a_time_budget_spent_inside_an_epoch_ends_training_there(trained, tmp_path):
+    """`--max-time` is honoured within an epoch: a budget far below one epoch's 500 iterations
+    stops after a few, validates, and writes the final checkpoint."""
+    from medseg.training.checkpoint import read_checkpoint
+    wd, ds, _ = trained
+    copy = tmp_path / "wd"
+    shutil.copytree(wd, copy, ignore=shutil.ignore_patterns("predictions", "eval", "models"))
+    cfg = TrainingConfig(epochs=4, iters_per_epoch=500, val_iters=1, progress=False, max_time_s=2.0)
+    summary = run_train(ds, copy, "3d_fullres", 0, cfg)
+    fold = copy / "models" / "3d_fullres" / "fold_0"
+    assert summary["epochs"] == 1
+    _, state = read_checkpoint(fold / "checkpoint_final.safetensors")
+    assert state["total_epochs"] == 1 and len(state["history"]) == 1
+    assert 1 <= state["history"][0]["iterations"] < 500
+
+
 def test_predict_array_rejects_wrong_channel_count(trained):
     from medseg.errors import MedsegError
     wd, _, _ = trained

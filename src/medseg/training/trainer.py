@@ -219,6 +219,10 @@ class Trainer:
                                  "ema": None, "elapsed_s": 0.0}
         if resume:
             state = self._resume(net, opt)
+        elif cfg.max_time_s and plan.predicted_iteration_s:
+            # A first guess at the schedule's length from the plan; measured epochs correct it.
+            guess = plan.predicted_iteration_s * cfg.iters_per_epoch
+            state["total_epochs"] = max(1, min(cfg.epochs, int(cfg.max_time_s // guess)))
         model = net
         if self.dist.active:
             from torch.nn.parallel import DistributedDataParallel
@@ -278,6 +282,9 @@ class Trainer:
         bar = tqdm(range(cfg.iters_per_epoch), desc=f"epoch {epoch + 1}/{state['total_epochs']}",
                    disable=not (cfg.progress and self.dist.is_main), leave=False)
         for _ in bar:
+            # The budget can run out inside an epoch (a long epoch on a CPU): stop there.
+            if cfg.max_time_s and losses and self._time_spent(state, t0) >= cfg.max_time_s:
+                break
             x, y = train_loader.next()
             x, y = self._to_device(x), y.to(self.device)
             with autocast(self.precision, self.device):
@@ -305,9 +312,11 @@ class Trainer:
         state["history"].append({
             "epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "pseudo_dice": dice,
             "pseudo_dice_ema": ema, "pseudo_dice_per_class": per_class, "lr": lr, "epoch_time_s": round(epoch_time, 3),
-            "data_wait_fraction": round(wait_fraction, 4),
+            "data_wait_fraction": round(wait_fraction, 4), "iterations": len(losses),
         })
-        if cfg.max_time_s:
+        if len(losses) < cfg.iters_per_epoch:
+            state["total_epochs"] = state["epoch"]
+        elif cfg.max_time_s:
             mean_epoch = state["elapsed_s"] / state["epoch"]
             affordable = state["epoch"] + int((cfg.max_time_s - state["elapsed_s"]) // mean_epoch)
             state["total_epochs"] = max(state["epoch"], min(cfg.epochs, affordable))
@@ -321,6 +330,10 @@ class Trainer:
                 save_checkpoint(self.paths.fold_dir, "checkpoint_best", net, self._public_state(state))
             plot_progress(state["history"], self.paths.fold_dir / "progress.png")
         state["best_ema"] = max(state["best_ema"], ema)
+
+    def _time_spent(self, state: dict[str, Any], epoch_start: float) -> float:
+        """Seconds of training so far; every rank gets the slowest rank's clock, so all stop together."""
+        return self.dist.max(state["elapsed_s"] + time.perf_counter() - epoch_start)
 
     @torch.inference_mode()
     def _validate(self, model, loss_fn, val_loader) -> tuple[float, float, dict[str, float | None]]:
