@@ -282,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="deterministic algorithms: same seed, same machine, identical weights")
     s.add_argument("--epochs", type=int, default=1000)
     s.add_argument("--iters-per-epoch", type=int, default=250)
-    s.add_argument("--val-iters", type=int, default=50)
+    s.add_argument("--val-iters", type=int, default=None,
+                   help="validation iterations per epoch (default: a fifth of --iters-per-epoch, 50 for 250)")
     s.add_argument("--lr", type=float, default=None,
                    help="starting learning rate of the poly schedule (default: 1e-2 for sgd, 1e-3 for adamw)")
     s.add_argument("--optimizer", choices=["auto", "sgd", "adamw"], default="auto",

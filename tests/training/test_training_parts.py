@@ -90,6 +90,14 @@ def test_a_hand_made_splits_file_is_kept_even_when_it_leaves_cases_out(tmp_path)
         load_or_make_splits(path, ids)
 
 
+def test_validation_iterations_default_to_a_fifth_of_the_training_iterations():
+    assert TrainingConfig().val_iters == 50  # nnU-Net's 250 / 50
+    assert TrainingConfig(iters_per_epoch=50).val_iters == 10
+    assert TrainingConfig(iters_per_epoch=3).val_iters == 1
+    assert TrainingConfig(iters_per_epoch=50, val_iters=7).val_iters == 7
+    assert TrainingConfig.from_dict(TrainingConfig(iters_per_epoch=50).to_dict()).val_iters == 10
+
+
 def test_parse_duration():
     assert parse_duration("2h") == 7200 and parse_duration("1h30m") == 5400 and parse_duration("45") == 45
     with pytest.raises(ValueError):

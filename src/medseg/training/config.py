@@ -14,7 +14,9 @@ DEFAULT_LR = {"sgd": 1e-2, "adamw": 1e-3}
 class TrainingConfig:
     epochs: int = 1000
     iters_per_epoch: int = 250
-    val_iters: int = 50
+    # Validation iterations per epoch; None: a fifth of iters_per_epoch (nnU-Net's 50 for 250),
+    # so a short CPU epoch does not spend as long validating as training.
+    val_iters: int | None = None
     lr: float | None = None
     optimizer: str = "auto"
     momentum: float = 0.99
@@ -36,6 +38,8 @@ class TrainingConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.val_iters is None:
+            self.val_iters = max(1, self.iters_per_epoch // 5)
         if self.optimizer != "auto" and self.optimizer not in DEFAULT_LR:
             raise ValueError(f"optimizer {self.optimizer!r} is not one of {['auto', *sorted(DEFAULT_LR)]}")
         from medseg.augmentation.config import AugmentationConfig
