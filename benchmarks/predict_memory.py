@@ -88,14 +88,14 @@ def child(work: Path, out: Path, options: dict, phases: bool) -> dict:
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     pred = P.Predictor.from_model_dir(work / "model", device="cpu", precision="fp32", **options)
-    baseline = CpuPeak.rss()
+    baseline = CpuPeak.resident()
     peaks: dict[str, int] = {}
     current = ["other"]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peaks[current[0]] = max(peaks.get(current[0], 0), CpuPeak.rss())
+            peaks[current[0]] = max(peaks.get(current[0], 0), CpuPeak.resident())
             time.sleep(0.002)
 
     def mark(owner, name: str, phase: str) -> None:

@@ -293,12 +293,7 @@ def test_a_phantom_plan_for_a_small_cpu_budget_trains_a_real_step_within_it(tmp_
     plan = make_plans(fp, budget_gb=budget_gb, device="cpu", base_features=4).configuration(kind)
     assert plan.predicted_memory_gb <= budget_gb
     peak = measure_training_step(StepSpec.from_plan(plan, 1, 3), device="cpu", steps=1)["peak_bytes"]
-    # The memory model was fitted in a development venv. In a freshly installed CI venv (same torch,
-    # same code) the same 3d step measured 75-85 MiB against 54-63 MiB there, up to 4 % over this
-    # 80 MB budget: VmHWM counts libtorch's code pages, and more of them are mapped when the wheel's
-    # files are hot in the page cache (docs/planning.md). Hence 15 % above the budget, until the
-    # measurement counts anonymous memory only.
-    assert peak <= 1.15 * budget_gb * GB, f"measured {peak / 2**20:.0f} MiB for {plan.patch_size} x {plan.batch_size}"
+    assert peak <= budget_gb * GB, f"measured {peak / 2**20:.0f} MiB for {plan.patch_size} x {plan.batch_size}"
 
 
 # ---- Agreement with nnU-Net v2's planner (where nnunetv2 is installed; it is not a CI dependency).

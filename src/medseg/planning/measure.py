@@ -7,15 +7,16 @@ Dice + CE loss, `zero_grad(set_to_none=True)`, backward, gradient clipping, SGD 
 calling process allocated before.
 
 How memory is measured
-- CPU: the kernel's resident-set high-water mark. Before each step the child writes "5" to
-  `/proc/self/clear_refs`, which resets `VmHWM` to the current resident size; after the step
-  `VmHWM` is the step's peak. The reported peak is that minus the resident size before the
-  network was built (after importing torch and one tiny warm-up step, so library code and
-  thread pools are not counted). This is what the operating system sees: tensors, oneDNN's
-  scratch buffers and whatever glibc's malloc keeps instead of returning to the system.
-  (glibc hands large blocks, above its adaptive mmap threshold of at most 32 MB, straight
-  back to the system on free; smaller ones can stay in the heap and are counted.) Where the
-  reset is not allowed, a thread samples the resident size every millisecond instead.
+- CPU: the peak of the process's anonymous resident memory over the step (`CpuPeak`), minus
+  the anonymous resident memory before the network was built (after importing torch and one
+  tiny warm-up step, so library data and thread pools are not counted). That is tensors,
+  oneDNN's scratch buffers and whatever glibc's malloc keeps instead of returning to the
+  system (glibc hands large blocks, above its adaptive mmap threshold of at most 32 MB,
+  straight back on free; smaller ones can stay in the heap and are counted). File-backed pages,
+  the code of the libraries, are not: how many of them a step maps depends on the page cache,
+  and it made a freshly installed venv measure up to 30 MiB more per step than an older one.
+  The peak is sampled every millisecond and, where `/proc/self/clear_refs` can reset `VmHWM`,
+  also bounded by the high-water mark minus the file-backed pages.
 - CUDA: `torch.cuda.max_memory_allocated` over the step (reset before it), relative to the
   allocation before the network was built, plus the caching allocator's reserve at the peak
   (`max_memory_reserved`). The CUDA context is reported separately as `context_bytes`
@@ -133,15 +134,24 @@ def _status_kib(key: str) -> int:
 
 
 class CpuPeak:
-    """Peak resident bytes over a block: the kernel's high-water mark where it can be reset,
-    else a 1 ms sampling thread."""
+    """Peak anonymous resident bytes over a block (tensors, allocator caches, library scratch).
+
+    File-backed pages (the code of libtorch and friends) are left out: they are shared, the
+    kernel can drop them at any time, and how many get mapped depends on what the page cache
+    holds (a freshly installed wheel maps twice as much of libtorch's code; docs/planning.md).
+    A 1 ms sampling thread reads `RssAnon`; where `/proc/self/clear_refs` can reset the kernel's
+    high-water mark, `VmHWM` minus the file-backed and shared pages at the end also bounds the
+    peak from below and catches what falls between two samples. The larger of the two is reported.
+    """
 
     def __init__(self) -> None:
         try:
             self._reset_hwm()
-            self.method = "cpu: VmHWM after clear_refs, minus VmRSS before the network"
+            self._hwm = True
         except OSError:
-            self.method = "cpu: VmRSS sampled every 1 ms, minus VmRSS before the network"
+            self._hwm = False
+        self.method = ("cpu: peak RssAnon (1 ms samples, and VmHWM after clear_refs minus file-backed pages), "
+                       "minus RssAnon before the network")
         self._peak = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -153,18 +163,22 @@ class CpuPeak:
 
     @staticmethod
     def rss() -> int:
-        """Resident bytes of this process now."""
+        """Anonymous resident bytes of this process now."""
+        return _status_kib("RssAnon") * 1024
+
+    @staticmethod
+    def resident() -> int:
+        """All resident bytes of this process now, file-backed pages included (VmRSS)."""
         return _status_kib("VmRSS") * 1024
 
     @staticmethod
     def high_water_mark() -> int:
-        """Largest resident bytes of this process so far (since the last reset)."""
+        """Largest resident bytes of this process, file-backed pages included (VmHWM)."""
         return _status_kib("VmHWM") * 1024
 
     def start(self) -> None:
-        if self.method.startswith("cpu: VmHWM"):
+        if self._hwm:
             self._reset_hwm()
-            return
         self._peak = self.rss()
         self._stop.clear()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -176,12 +190,16 @@ class CpuPeak:
             time.sleep(0.001)
 
     def stop(self) -> int:
-        if self._thread is None:
-            return self.high_water_mark()
+        """The block's peak anonymous resident bytes."""
         self._stop.set()
-        self._thread.join()
-        self._thread = None
-        return max(self._peak, self.rss())
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        peak = max(self._peak, self.rss())
+        if self._hwm:
+            others = (_status_kib("RssFile") + _status_kib("RssShmem")) * 1024
+            peak = max(peak, self.high_water_mark() - others)
+        return peak
 
 
 def _training_step(net, opt, loss_fn, x, y, precision: str = "fp32", clip: float = 12.0):

@@ -34,7 +34,7 @@ predicted from its parts:
 The peak is the larger of the backward pass (everything saved, the workspace, weights,
 momentum and gradients) and the optimiser step (weights, gradients, momentum and the
 update's temporaries). `HEAP_FRAGMENTATION`, `WORKSPACE_MAPS["cpu"]` and `CPU_OVERHEAD_BYTES`
-are fitted to the measured peak resident memory of real training steps on a CPU
+are fitted to the measured peak anonymous resident memory of real training steps on a CPU
 (`planning/measure.py`); docs/planning.md has the fit and the held-out check. The CUDA
 constants are stated, not fitted: no GPU was at hand when the model was fitted, and a test
 runs the same check on CUDA where one is.
@@ -47,9 +47,9 @@ from math import prod
 from typing import Sequence
 
 # Fitted on CPU (docs/planning.md, "The memory model").
-HEAP_FRAGMENTATION = 0.49
-WORKSPACE_MAPS = {"cpu": 4.35, "cuda": 4.0}
-CPU_OVERHEAD_BYTES = 19 * 1024**2
+HEAP_FRAGMENTATION = 0.23
+WORKSPACE_MAPS = {"cpu": 6.8, "cuda": 4.0}
+CPU_OVERHEAD_BYTES = 10 * 1024**2
 GLIBC_MMAP_MAX = 32 * 1024**2
 CUDA_CONTEXT_BYTES = 600 * 1024**2
 CUDA_RESERVE_FACTOR = 1.1
