@@ -40,8 +40,7 @@ def load_or_make_splits(path: str | Path, case_ids: list[str], folds: int = 5) -
             or not all(isinstance(s, dict) and isinstance(s.get("train"), list) and isinstance(s.get("val"), list)
                        for s in splits)):
         raise MedsegError('splits must be a non-empty list of {"train": [...], "val": [...]} folds', path)
-    named = set().union(*(set(s["train"]) | set(s["val"]) for s in splits))
-    unknown = sorted(named - set(case_ids))
+    unknown = sorted(_named(splits) - set(case_ids))
     if unknown:
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise MedsegError(f"names cases that are not in the preprocessed data: {', '.join(unknown[:5])}{more}", path)
@@ -50,8 +49,11 @@ def load_or_make_splits(path: str | Path, case_ids: list[str], folds: int = 5) -
 
 def unused_cases(splits: list[dict[str, list[str]]], case_ids: list[str]) -> list[str]:
     """Cases that no fold of `splits` names (a hand-made split may leave some out)."""
-    named = set().union(*(set(s["train"]) | set(s["val"]) for s in splits))
-    return sorted(set(case_ids) - named)
+    return sorted(set(case_ids) - _named(splits))
+
+
+def _named(splits: list[dict[str, list[str]]]) -> set[str]:
+    return set().union(*(set(s["train"]) | set(s["val"]) for s in splits))
 
 
 def fold_cases(splits: list[dict[str, list[str]]], fold: int | str) -> tuple[list[str], list[str]]:

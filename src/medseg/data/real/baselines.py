@@ -285,20 +285,15 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
     if method not in BASELINES[name]:
         raise MedsegError(f"baseline {method!r} is not one of {list(BASELINES[name])} for {name}")
     atlas = neuromorphometrics_atlas(cache_dir) if method.startswith("atlas_copy") else None
+    train_cases = [c for c in every_case if c.case_id in set(meta["split"]["train"])]
+    foreground = [v for v in info.labels.values() if isinstance(v, int) and v > 0]
     if method == "training_copy":
-        train_ids = set(meta["split"]["train"])
-        training = [read_image(c.label) for c in every_case if c.case_id in train_ids]
-        identity = {v: v for v in info.labels.values() if isinstance(v, int) and v > 0}
+        training = [read_image(c.label) for c in train_cases]
+        identity = {v: v for v in foreground}
     if method == "training_thresholds":
-        train_ids = set(meta["split"]["train"])
-        values, classes = [], []
-        for c in every_case:
-            if c.case_id in train_ids:
-                x, y = read_image(c.images[0]).array, read_image(c.label).array
-                values.append(x[y > 0])
-                classes.append(y[y > 0])
-        n_tissue = sum(1 for v in info.labels.values() if isinstance(v, int) and v > 0)
-        thresholds = fit_ordered_thresholds(np.concatenate(values), np.concatenate(classes), n_tissue)
+        pairs = [(read_image(c.images[0]).array, read_image(c.label).array) for c in train_cases]
+        thresholds = fit_ordered_thresholds(np.concatenate([x[y > 0] for x, y in pairs]),
+                                            np.concatenate([y[y > 0] for _, y in pairs]), len(foreground))
     with tempfile.TemporaryDirectory(prefix="medseg-baseline-") as tmp:
         work = Path(out_dir) if out_dir is not None else Path(tmp)
         pred_dir, ref_dir = work / "predictions", work / "references"
