@@ -172,6 +172,22 @@ def test_brain_tissue_slabs_hold_three_classes_inside_the_brain(fetched, real_ca
     assert kmeans["baseline"] == "kmeans_tissue" and cuts["baseline"] == "training_thresholds"
     for tissue in ("csf", "gm", "wm"):
         assert cuts["mean"][tissue]["dice"] > kmeans["mean"][tissue]["dice"] > 0.5, tissue
+    # The tuning fold (splits.json fold 1) lies inside the training slabs, at least a gap from
+    # what it trains on; the baselines run on its held-out slabs, fitted on its training slabs.
+    splits = json.loads((root / "splits.json").read_text())
+    assert len(splits) == 2 and splits[0] == {"train": meta["split"]["train"], "val": meta["split"]["val"]}
+    tune = splits[1]
+    assert len(tune["val"]) == 2 and len(tune["train"]) == 4
+    assert set(tune["train"] + tune["val"]) < set(splits[0]["train"])
+    lo_hi = {k: meta["cases"][k]["slab_mm"] for k in meta["cases"]}
+    for held in tune["val"]:
+        for trained in tune["train"]:
+            a, b = lo_hi[held], lo_hi[trained]
+            assert max(a[0] - b[1], b[0] - a[1]) >= meta["split"]["gap_mm"], (held, trained)
+    on_tune = baseline_scores(root, out_dir=tmp_path / "cuts_tune", method="training_thresholds", fold=1)
+    assert on_tune["cases"] == tune["val"] and on_tune["subset"] == "fold 1 val"
+    with pytest.raises(MedsegError, match="fold 2 does not exist"):
+        baseline_scores(root, fold=2)
 
 
 def test_subcortical_hemispheres_mirrors_and_world_positions(fetched, real_cache, tmp_path):

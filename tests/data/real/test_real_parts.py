@@ -19,7 +19,8 @@ from medseg.data.real.baselines import (atlas_copy, fit_ordered_thresholds, kmea
                                        otsu_threshold, threshold_tissue)
 from medseg.data.real.builders import SUBCORTICAL_LABELS, check_hemispheres, mirror_labels, subcortical_class
 from medseg.data.real.geometry import (
-    RAS_DIRECTION, Slab, crop_image, orientation_of, resample_onto, slab_layout, to_ras, world_to_index,
+    RAS_DIRECTION, Slab, crop_image, orientation_of, resample_onto, slab_layout, to_ras, tuning_fold,
+    world_to_index,
 )
 from medseg.errors import MedsegError
 from medseg.io.image import Image
@@ -207,6 +208,23 @@ def test_slab_layout_separates_validation_by_gaps():
     assert slab_layout(0, 50, [(0, 20)], 8, 20, 25) == [Slab("val", 0, 20)]
     with pytest.raises(ValueError, match="closer than two gaps"):
         slab_layout(0, 100, [(0, 20), (30, 50)], 8, 20, 10)
+
+
+def test_tuning_fold_holds_out_training_slabs_and_leaves_a_gap_around_them():
+    slabs = slab_layout(-72, 84, [(-24, 0), (56, 80)], gap_mm=8, max_train_mm=10, min_train_mm=12)
+    train = [(s.lo_mm, s.hi_mm) for s in slabs if s.role == "train"]
+    assert train == [(-72, -62), (-62, -52), (-52, -42), (-42, -32), (8, 18), (18, 28), (28, 38), (38, 48)]
+    rest, held = tuning_fold(slabs, [(-42, -32), (38, 48)], gap_mm=8)
+    assert [(s.lo_mm, s.hi_mm) for s in held] == [(-42, -32), (38, 48)]
+    # The touching neighbours sit out; what trains is at least a gap away from every held-out slab.
+    assert [(s.lo_mm, s.hi_mm) for s in rest] == [(-72, -62), (-62, -52), (8, 18), (18, 28)]
+    assert all(s.role == "train" for s in rest + held)
+    with pytest.raises(ValueError, match="not one of the training slabs"):
+        tuning_fold(slabs, [(-40, -30)], gap_mm=8)
+    with pytest.raises(ValueError, match="not one of the training slabs"):
+        tuning_fold(slabs, [(-24, 0)], gap_mm=8)  # a validation slab is not a tuning slab
+    with pytest.raises(ValueError, match="leave no training slab"):
+        tuning_fold(slabs, [(-62, -52), (18, 28)], gap_mm=25)
 
 
 def test_slab_takes_the_slices_whose_centres_lie_inside():

@@ -258,8 +258,13 @@ BASELINES = {"brain-extraction": ("otsu_brain_mask",), "brain-tissue": ("kmeans_
 
 
 def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = None,
-                    out_dir: str | Path | None = None, subset: str = "val", method: str | None = None) -> dict:
+                    out_dir: str | Path | None = None, subset: str = "val", method: str | None = None,
+                    fold: int | None = None) -> dict:
     """Run the baseline of a real dataset on its `subset` cases ("val", "train" or "all") and score it.
+
+    With `fold`, the cases are that fold's validation cases in the dataset's splits.json instead,
+    and baselines fitted on training labels fit on that fold's training cases (fold 1 is the
+    tuning fold, where the dataset has one).
 
     Predictions go to `out_dir/predictions` together with summary.json and metrics.csv, and
     `out_dir/references` holds links to the subset's labels (default: a temporary folder, removed
@@ -276,6 +281,12 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
     if subset not in ("val", "train", "all"):
         raise MedsegError(f"subset must be 'val', 'train' or 'all', got '{subset}'")
     wanted = set(meta["split"]["train"]) | set(meta["split"]["val"]) if subset == "all" else set(meta["split"][subset])
+    fitted_on = set(meta["split"]["train"])
+    if fold is not None:
+        splits = read_json(root / "splits.json")
+        if not 0 <= fold < len(splits):
+            raise MedsegError(f"fold {fold} does not exist; splits.json has {len(splits)}", root / "splits.json")
+        wanted, fitted_on, subset = set(splits[fold]["val"]), set(splits[fold]["train"]), f"fold {fold} val"
     info = read_dataset_info(root)
     every_case = find_cases(root, info)
     cases = [c for c in every_case if c.case_id in wanted]
@@ -285,7 +296,7 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
     if method not in BASELINES[name]:
         raise MedsegError(f"baseline {method!r} is not one of {list(BASELINES[name])} for {name}")
     atlas = neuromorphometrics_atlas(cache_dir) if method.startswith("atlas_copy") else None
-    train_cases = [c for c in every_case if c.case_id in set(meta["split"]["train"])]
+    train_cases = [c for c in every_case if c.case_id in fitted_on]
     foreground = [v for v in info.labels.values() if isinstance(v, int) and v > 0]
     if method == "training_copy":
         training = [read_image(c.label) for c in train_cases]

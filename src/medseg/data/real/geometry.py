@@ -140,3 +140,28 @@ def slab_layout(z_min: float, z_max: float, validation: Sequence[tuple[float, fl
         step = length / parts
         slabs += [Slab("train", a + i * step, a + (i + 1) * step) for i in range(parts)]
     return sorted(slabs, key=lambda s: s.lo_mm)
+
+
+def tuning_fold(slabs: Sequence[Slab], tuning: Sequence[tuple[float, float]],
+                gap_mm: float) -> tuple[list[Slab], list[Slab]]:
+    """A fold inside the training slabs, for choosing settings without the validation slabs.
+
+    The training slabs at `tuning` (world z, mm; each must be one training slab exactly) are held
+    out, and training slabs nearer than `gap_mm` to one of them are left out of both sides, as
+    the gap around a validation slab is. Returns (train, held out), each sorted bottom-up.
+    """
+    train = [s for s in slabs if s.role == "train"]
+    held = []
+    for lo, hi in tuning:
+        match = [s for s in train if abs(s.lo_mm - lo) < 1e-6 and abs(s.hi_mm - hi) < 1e-6]
+        if not match:
+            raise ValueError(f"tuning slab [{lo}, {hi}) mm is not one of the training slabs")
+        held.append(match[0])
+
+    def distance(a: Slab, b: Slab) -> float:
+        return max(a.lo_mm - b.hi_mm, b.lo_mm - a.hi_mm, 0.0)
+
+    rest = [s for s in train if s not in held and all(distance(s, h) >= gap_mm - 1e-6 for h in held)]
+    if not rest:
+        raise ValueError("the tuning slabs and their gaps leave no training slab")
+    return rest, held
