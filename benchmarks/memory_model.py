@@ -85,7 +85,8 @@ def measure_all(results: Path) -> dict[str, dict]:
     if results.exists():
         for line in results.read_text().splitlines():
             rec = json.loads(line)
-            done[json.dumps(rec["spec"], sort_keys=True)] = rec
+            # Records made before StepSpec named its optimiser measured SGD steps: the default.
+            done[json.dumps(StepSpec.make(**rec["spec"]).to_dict(), sort_keys=True)] = rec
     for row in CONFIGS:
         spec = spec_of(row)
         key = json.dumps(spec.to_dict(), sort_keys=True)

@@ -47,7 +47,8 @@ def budget_plan():
 
 def predicted(spec: StepSpec, device: str = "cpu") -> int:
     return estimate_training_bytes(spec.patch_size, spec.batch_size, spec.in_channels, spec.num_classes,
-                                   spec.features, spec.kernel_sizes, spec.strides, device=device)
+                                   spec.features, spec.kernel_sizes, spec.strides, device=device,
+                                   optimizer=spec.optimizer)
 
 
 def build(spec: StepSpec) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -106,6 +107,39 @@ def test_prediction_within_25_percent_of_measured_peak_on_cpu(spec):
     error = predicted(spec) / result["peak_bytes"] - 1
     mib = (predicted(spec) / 2**20, result["peak_bytes"] / 2**20)
     assert abs(error) <= 0.25, "predicted %.0f MiB, measured %.0f MiB" % mib
+
+
+def test_adamw_costs_one_more_buffer_per_weight_than_sgd_as_measured():
+    """AdamW keeps two moments per weight where SGD keeps one momentum buffer: the model adds
+    one fp32 copy of the weights, and real steps of a network whose weights dominate (7.8 M,
+    30 MiB) differ by about that much (24-31 MiB measured: the heap reuses some freed blocks)."""
+    kernels, strides = [[3, 3]] * 5, [[1, 1]] + [[2, 2]] * 4
+    sgd, adamw = (StepSpec.make([32, 32], 2, 1, 3, [32, 64, 128, 256, 512], kernels, strides, optimizer=o)
+                  for o in ("sgd", "adamw"))
+    weights = 4 * parameter_count(1, sgd.features, kernels, 3, 2, strides)
+    assert predicted(adamw) - predicted(sgd) == weights
+    measured = {s.optimizer: measure_training_step(s, device="cpu", steps=3)["peak_bytes"] for s in (sgd, adamw)}
+    # One copy, not none and not two.
+    assert measured["adamw"] - measured["sgd"] == pytest.approx(weights, rel=0.4)
+    for spec in (sgd, adamw):
+        assert abs(predicted(spec) / measured[spec.optimizer] - 1) <= 0.25, spec.optimizer
+
+
+def test_plans_are_sized_for_adamw_and_their_measured_step_is_an_adamw_step(monkeypatch):
+    seen = []
+
+    def fake_measure(spec, device="cpu", steps=3, precision="auto", timeout=600.0):
+        seen.append(spec)
+        return {"peak_bytes": 1, "step_seconds": 0.5, "method": "fake"}
+
+    monkeypatch.setattr(timing, "measure_training_step", fake_measure)
+    plans = make_plans(fingerprint(), budget_gb=BUDGET_GB, device="cpu", base_features=4, measure_time=True)
+    plan = plans.configuration("3d_fullres")
+    opts = plan.model_options
+    args = (plan.patch_size, plan.batch_size, 1, 3, opts["features"], opts["kernel_sizes"], opts["strides"])
+    assert plan.predicted_memory_gb == round(estimate_training_bytes(*args, optimizer="adamw") / GB, 3)
+    assert plan.predicted_memory_gb > round(estimate_training_bytes(*args, optimizer="sgd") / GB, 3)
+    assert seen and all(s.optimizer == "adamw" for s in seen)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

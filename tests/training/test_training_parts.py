@@ -12,7 +12,7 @@ from medseg.training.config import TrainingConfig, parse_duration
 from medseg.training.device import resolve_precision
 from medseg.training.sampler import PatchSampler
 from medseg.training.splits import fold_cases, load_or_make_splits, make_splits, unused_cases
-from medseg.training.trainer import make_optimizer, poly_lr
+from medseg.training.optimizer import make_optimizer, poly_lr
 
 
 def test_poly_lr():

@@ -2,8 +2,8 @@
 
 `measure_training_step` builds the real network (`create_model("dynunet", ...)`) in a fresh
 Python process and runs what the trainer runs per iteration: forward, deep-supervised
-Dice + CE loss, `zero_grad(set_to_none=True)`, backward, gradient clipping, SGD step
-(Nesterov momentum, weight decay). A fresh process keeps the numbers clean of whatever the
+Dice + CE loss, `zero_grad(set_to_none=True)`, backward, gradient clipping, and the step of
+the spec's optimiser, built as the trainer builds it (SGD with Nesterov momentum, or AdamW). A fresh process keeps the numbers clean of whatever the
 calling process allocated before.
 
 How memory is measured
@@ -55,6 +55,7 @@ class StepSpec:
     strides: tuple[tuple[int, ...], ...]
     conv_per_stage: int = 2
     deep_supervision: bool = True
+    optimizer: str = "sgd"
 
     @property
     def spatial_dims(self) -> int:
@@ -63,10 +64,11 @@ class StepSpec:
     @classmethod
     def make(cls, patch_size: Sequence[int], batch_size: int, in_channels: int, num_classes: int,
              features: Sequence[int], kernel_sizes: Sequence[Sequence[int]], strides: Sequence[Sequence[int]],
-             conv_per_stage: int = 2, deep_supervision: bool = True) -> "StepSpec":
+             conv_per_stage: int = 2, deep_supervision: bool = True, optimizer: str = "sgd") -> "StepSpec":
         return cls(tuple(int(p) for p in patch_size), int(batch_size), int(in_channels), int(num_classes),
                    tuple(int(f) for f in features), tuple(tuple(int(k) for k in ks) for ks in kernel_sizes),
-                   tuple(tuple(int(s) for s in st) for st in strides), int(conv_per_stage), bool(deep_supervision))
+                   tuple(tuple(int(s) for s in st) for st in strides), int(conv_per_stage), bool(deep_supervision),
+                   str(optimizer))
 
     @classmethod
     def from_plan(cls, plan: Any, in_channels: int, num_classes: int) -> "StepSpec":
@@ -222,12 +224,13 @@ def _build(spec: StepSpec, device):
 
     from medseg.losses import DeepSupervisionLoss, DiceCELoss
     from medseg.models import create_model
+    from medseg.training.config import TrainingConfig
+    from medseg.training.optimizer import make_optimizer
 
     net = create_model("dynunet", spatial_dims=spec.spatial_dims, in_channels=spec.in_channels,
                        num_classes=spec.num_classes, **spec.model_options()).to(device)
     net.train()
-    # The trainer's optimiser settings (training/config.py).
-    opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True, weight_decay=3e-5)
+    opt = make_optimizer(net, TrainingConfig(optimizer=spec.optimizer))
     loss_fn = DeepSupervisionLoss(DiceCELoss())
     gen = torch.Generator().manual_seed(0)
     x = torch.randn((spec.batch_size, spec.in_channels, *spec.patch_size), generator=gen).to(device)

@@ -1,7 +1,7 @@
 """A memory model in bytes for one training step of the dynamic U-Net.
 
-Peak memory of a step (forward, Dice + CE loss with deep supervision, backward, SGD step) is
-predicted from its parts:
+Peak memory of a step (forward, Dice + CE loss with deep supervision, backward, optimiser step)
+is predicted from its parts:
 
 - **saved activations**: exactly what autograd keeps for the backward pass of medseg's
   DynUNet (models/dynunet.py) and its loss (DeepSupervisionLoss over DiceCELoss). Per
@@ -24,16 +24,17 @@ predicted from its parts:
   and more are mapped and unmapped one by one. Saved tensors under 32 MiB, and the workspace
   when its feature maps are under 32 MiB, therefore cost `1 + HEAP_FRAGMENTATION` times their
   size in resident memory.
-- **parameters, gradients, optimiser state**: fp32 weights, their gradients and SGD's momentum
-  buffers; in the optimiser step, the update's temporaries (CPU: two copies of the largest
-  tensor, one tensor at a time; CUDA: two copies of all parameters, `foreach` updates).
+- **parameters, gradients, optimiser state**: fp32 weights, their gradients and the optimiser's
+  buffers (`OPTIMIZER_BUFFERS`: SGD keeps one momentum buffer per weight, AdamW two moments);
+  in the optimiser step, the update's temporaries (CPU: two copies of the largest tensor, one
+  tensor at a time; CUDA: two copies of all parameters, `foreach` updates).
 - **overhead**: per device. CPU: `CPU_OVERHEAD_BYTES`, what a step adds whatever its size.
   CUDA: the context and library handles that `torch.cuda` does not account for
   (`CUDA_CONTEXT_BYTES`), and the caching allocator's rounding (`CUDA_RESERVE_FACTOR`).
 
 The peak is the larger of the backward pass (everything saved, the workspace, weights,
-momentum and gradients) and the optimiser step (weights, gradients, momentum and the
-update's temporaries). `HEAP_FRAGMENTATION`, `WORKSPACE_MAPS["cpu"]` and `CPU_OVERHEAD_BYTES`
+optimiser state and gradients) and the optimiser step (weights, gradients, optimiser state and
+the update's temporaries). `HEAP_FRAGMENTATION`, `WORKSPACE_MAPS["cpu"]` and `CPU_OVERHEAD_BYTES`
 are fitted to the measured peak anonymous resident memory of real training steps on a CPU
 (`planning/measure.py`); docs/planning.md has the fit and the held-out check. The CUDA
 constants are stated, not fitted: no GPU was at hand when the model was fitted, and a test
@@ -54,6 +55,8 @@ GLIBC_MMAP_MAX = 32 * 1024**2
 CUDA_CONTEXT_BYTES = 600 * 1024**2
 CUDA_RESERVE_FACTOR = 1.1
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
+# fp32 buffers the optimiser keeps per weight (training/optimizer.py `make_optimizer`).
+OPTIMIZER_BUFFERS = {"sgd": 1, "adamw": 2}
 
 
 def stage_shapes(patch_size: Sequence[int], strides: Sequence[Sequence[int]]) -> list[list[int]]:
@@ -184,10 +187,12 @@ class MemoryEstimate:
 def estimate_training_memory(patch_size: Sequence[int], batch_size: int, in_channels: int, num_classes: int,
                              features: Sequence[int], kernel_sizes: Sequence[Sequence[int]],
                              strides: Sequence[Sequence[int]], dtype: str = "float32", conv_per_stage: int = 2,
-                             device: str = "cpu", deep_supervision: bool = True) -> MemoryEstimate:
-    """Predicted peak memory of one training step (forward, loss, backward, SGD step) with its
-    parts. `device` is 'cpu' (resident memory of the process) or 'cuda' (device memory);
-    `dtype` is the autocast dtype of the activations (float32 without autocast)."""
+                             device: str = "cpu", deep_supervision: bool = True,
+                             optimizer: str = "sgd") -> MemoryEstimate:
+    """Predicted peak memory of one training step (forward, loss, backward, `optimizer` step:
+    'sgd' or 'adamw') with its parts. `device` is 'cpu' (resident memory of the process) or
+    'cuda' (device memory); `dtype` is the autocast dtype of the activations (float32 without
+    autocast)."""
     device = "cuda" if str(device).startswith("cuda") else "cpu"
     saved = saved_tensor_bytes(patch_size, batch_size, features, strides, in_channels, num_classes,
                                conv_per_stage, deep_supervision, dtype)
@@ -208,7 +213,7 @@ def estimate_training_memory(patch_size: Sequence[int], batch_size: int, in_chan
     return MemoryEstimate(
         activations=int(sum(saved)), fragmentation=int(HEAP_FRAGMENTATION * heap),
         workspace=int(workspace),
-        parameters=weights, gradients=params * 4, optimizer=params * 4,
+        parameters=weights, gradients=params * 4, optimizer=OPTIMIZER_BUFFERS[optimizer] * params * 4,
         optimizer_step_temporaries=step_tmp, overhead=overhead if batch_size > 0 else 0, device=device,
     )
 
@@ -216,7 +221,7 @@ def estimate_training_memory(patch_size: Sequence[int], batch_size: int, in_chan
 def estimate_training_bytes(patch_size: Sequence[int], batch_size: int, in_channels: int, num_classes: int,
                             features: Sequence[int], kernel_sizes: Sequence[Sequence[int]],
                             strides: Sequence[Sequence[int]], dtype: str = "float32",
-                            conv_per_stage: int = 2, device: str = "cpu") -> int:
-    """Predicted peak bytes of one training step (forward, loss, backward, SGD step)."""
+                            conv_per_stage: int = 2, device: str = "cpu", optimizer: str = "sgd") -> int:
+    """Predicted peak bytes of one training step (forward, loss, backward, `optimizer` step)."""
     return estimate_training_memory(patch_size, batch_size, in_channels, num_classes, features, kernel_sizes,
-                                    strides, dtype, conv_per_stage, device).total
+                                    strides, dtype, conv_per_stage, device, optimizer=optimizer).total

@@ -27,6 +27,9 @@ GB = 1024**3
 # Plans fill at most this fraction of the budget: the memory model's largest underestimate
 # on CPU is 15 % (docs/planning.md), and the data loader's queued batches come on top.
 MEMORY_HEADROOM = 0.85
+# Plans are sized for the optimiser with the larger state, so either fits: AdamW (two buffers per
+# weight, the default for a time-budgeted run) rather than SGD (one).
+PLANNED_OPTIMIZER = "adamw"
 
 
 @dataclass
@@ -161,7 +164,7 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
 
     def bytes_at(topo: Topology, feats: list[int], batch: int) -> int:
         return estimate_training_bytes(topo.patch_size, batch, in_channels, num_classes, feats, topo.kernel_sizes,
-                                       topo.strides, dtype=dtype, device=device)
+                                       topo.strides, dtype=dtype, device=device, optimizer=PLANNED_OPTIMIZER)
 
     def derive(p: list[int]) -> tuple[Topology, list[int], int]:
         topo = rule_topology(target, p)
@@ -183,7 +186,8 @@ def plan_configuration(name: str, spacings: np.ndarray, shapes: np.ndarray, *, i
     notes.append(f"batch {batch}: {batch_fit} fit the memory budget; a batch covers at most 5% of the "
                  f"dataset's voxels, {batch_cap} patches" + (" (capped)" if batch_fit > batch_cap else ""))
     mem = bytes_at(topo, feats, batch)
-    spec = StepSpec.make(topo.patch_size, batch, in_channels, num_classes, feats, topo.kernel_sizes, topo.strides)
+    spec = StepSpec.make(topo.patch_size, batch, in_channels, num_classes, feats, topo.kernel_sizes, topo.strides,
+                         optimizer=PLANNED_OPTIMIZER)
     spacing_ratio = max(target) / min(target)
     # Resample z on its own (nearest along it) when it is the coarse axis of anisotropic data.
     separate_axis = 0 if dims == 3 and spacing_ratio > ANISOTROPY_RATIO and int(np.argmax(target)) == 0 else None
@@ -260,7 +264,8 @@ def rule_cascade(full: ConfigurationPlan, *, in_channels: int, num_classes: int,
     extra = num_classes - 1
     opts = full.model_options
     mem = estimate_training_bytes(full.patch_size, full.batch_size, in_channels + extra, num_classes, opts["features"],
-                                  opts["kernel_sizes"], opts["strides"], dtype=training_dtype(device), device=device)
+                                  opts["kernel_sizes"], opts["strides"], dtype=training_dtype(device), device=device,
+                                  optimizer=PLANNED_OPTIMIZER)
     return {"inherits": full.name, "previous_stage": "3d_lowres", "predicted_memory_gb": round(mem / GB, 3),
             "notes": [f"cascade: {full.name} with the 3d_lowres segmentation as {extra} more input channel(s) "
                       "(one-hot, foreground classes)"]}
@@ -308,7 +313,7 @@ def make_plans(fingerprint: dict[str, Any], budget_gb: float = 8.0, device: str 
         for cfg in configs.values():
             opts = cfg["model_options"]
             spec = StepSpec.make(cfg["patch_size"], cfg["batch_size"], common["in_channels"], common["num_classes"],
-                                 opts["features"], opts["kernel_sizes"], opts["strides"])
+                                 opts["features"], opts["kernel_sizes"], opts["strides"], optimizer=PLANNED_OPTIMIZER)
             timed = predict_iteration_seconds(spec, device)
             cfg["predicted_iteration_s"] = round(timed["seconds"], 3)
             cfg["notes"].append(f"iteration time {timed['how']}")

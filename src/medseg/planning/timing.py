@@ -11,6 +11,7 @@ measured time then scaled by the ratio of FLOPs.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from math import prod
 from typing import Any
 
@@ -86,9 +87,7 @@ def reduced_for_measuring(spec: StepSpec, max_seconds: float, steps: int = MEASU
     patch = list(spec.patch_size)
 
     def cost(p: list[int]) -> float:
-        s = StepSpec.make(p, spec.batch_size, spec.in_channels, spec.num_classes, spec.features,
-                          spec.kernel_sizes, spec.strides, spec.conv_per_stage, spec.deep_supervision)
-        return PROCESS_START_S + (steps + 1) * estimate_iteration_seconds(s, "cpu")
+        return PROCESS_START_S + (steps + 1) * estimate_iteration_seconds(replace(spec, patch_size=tuple(p)), "cpu")
 
     while cost(patch) > max_seconds:
         shrinkable = [a for a in range(len(patch)) if patch[a] > 2 * divisor[a]]
@@ -96,8 +95,7 @@ def reduced_for_measuring(spec: StepSpec, max_seconds: float, steps: int = MEASU
             break
         a = max(shrinkable, key=lambda i: patch[i] / divisor[i])
         patch[a] -= divisor[a]
-    return StepSpec.make(patch, spec.batch_size, spec.in_channels, spec.num_classes, spec.features,
-                         spec.kernel_sizes, spec.strides, spec.conv_per_stage, spec.deep_supervision)
+    return replace(spec, patch_size=tuple(patch))
 
 
 def predict_iteration_seconds(spec: StepSpec, device: str, measure: bool = True, max_seconds: float = 60.0,

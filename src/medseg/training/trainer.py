@@ -31,6 +31,7 @@ from medseg.training.config import TrainingConfig
 from medseg.training.device import autocast, resolve_device, resolve_precision
 from medseg.training.distributed import device_for_rank, init_distributed, shutdown
 from medseg.training.loader import BackgroundLoader
+from medseg.training.optimizer import make_optimizer, poly_lr
 from medseg.training.previous_stage import PreviousStageChannels, network_in_channels, require_previous_predictions
 from medseg.training.progress import plot_progress
 from medseg.training.pseudo_dice import confusion_counts, dice_from_counts
@@ -39,25 +40,6 @@ from medseg.training.splits import fold_cases, load_or_make_splits, unused_cases
 from medseg.utils.files import read_json, write_json
 
 EMA_DECAY = 0.9
-
-
-def poly_lr(base: float, epoch: int, total: int, exponent: float = 0.9) -> float:
-    """Polynomial decay: base * (1 - epoch / total) ** exponent."""
-    return base * (1 - min(epoch, total) / max(total, 1)) ** exponent
-
-
-def make_optimizer(net: torch.nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
-    """The configured optimiser at the schedule's starting rate.
-
-    SGD with Nesterov momentum is nnU-Net's choice for its 250,000-step schedule. AdamW's
-    per-parameter step sizes leave the all-background start within tens of steps where SGD can
-    spend hundreds: on small structures and a budget of a thousand steps that decides the result
-    (docs/training.md). It keeps two buffers per weight where SGD keeps one.
-    """
-    if cfg.optimizer_name == "adamw":
-        return torch.optim.AdamW(net.parameters(), lr=cfg.base_lr, weight_decay=cfg.weight_decay)
-    return torch.optim.SGD(net.parameters(), lr=cfg.base_lr, momentum=cfg.momentum, nesterov=True,
-                           weight_decay=cfg.weight_decay)
 
 
 def model_description(plans: Plans, plan: ConfigurationPlan, model_name: str | None = None,
