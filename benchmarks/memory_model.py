@@ -1,7 +1,8 @@
 """The memory model against measured peaks of real training steps on this machine's CPU.
 
 Each configuration below is measured with `medseg.planning.measure.measure_training_step`
-(the real DynUNet, deep-supervised Dice + CE, backward, SGD; in a fresh process; peak
+(the real DynUNet, deep-supervised Dice + CE, backward, an SGD step: the constants are fitted on
+SGD steps, and AdamW's second buffer per weight is counted exactly on top; in a fresh process; peak
 resident memory over a step minus the resident memory before the network was built). The
 three CPU constants of `medseg.planning.memory` (HEAP_FRAGMENTATION, WORKSPACE_MAPS["cpu"],
 CPU_OVERHEAD_BYTES) are fitted by least squares on the relative error over the "fit" rows
@@ -104,7 +105,8 @@ def parts(spec: StepSpec) -> dict[str, float]:
     """The model's terms with unit constants: the counted part, saved bytes on the heap, the
     full-resolution feature map of the first stage, and whether such maps are heap blocks."""
     e = memory.estimate_training_memory(spec.patch_size, spec.batch_size, spec.in_channels, spec.num_classes,
-                                        spec.features, spec.kernel_sizes, spec.strides, device="cpu")
+                                        spec.features, spec.kernel_sizes, spec.strides, device="cpu",
+                                        optimizer=spec.optimizer)
     saved = memory.saved_tensor_bytes(spec.patch_size, spec.batch_size, spec.features, spec.strides,
                                       spec.in_channels, spec.num_classes)
     voxels = int(np.prod(spec.patch_size)) * spec.batch_size
@@ -152,7 +154,8 @@ def main() -> None:
     rates = []
     for role, spec, rec in table:
         pred = memory.estimate_training_bytes(spec.patch_size, spec.batch_size, spec.in_channels, spec.num_classes,
-                                              spec.features, spec.kernel_sizes, spec.strides, device="cpu")
+                                              spec.features, spec.kernel_sizes, spec.strides, device="cpu",
+                                              optimizer=spec.optimizer)
         err = pred / rec["peak_bytes"] - 1
         errors[role].append(err)
         rate = training_flops(spec) / rec["step_seconds"] / 1e9

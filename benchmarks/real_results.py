@@ -73,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     raw = fetch_dataset(args.dataset, root / "raw")
     times["fetch_s"] = time.perf_counter() - t
+    folds = len(read_json(raw / "splits.json"))
+    if not 0 <= args.fold < folds:
+        sys.exit(f"{raw / 'splits.json'}: {args.dataset} has no fold {args.fold} (it has {folds}: 0 is its "
+                 "validation split, 1 its tuning fold where it has one)")
     wd = root / "work"
     wd.mkdir(parents=True)
 

@@ -174,3 +174,24 @@ def test_postprocessing_decided_from_validation_cases(trained):
     assert set(rules) >= {"foreground", "classes", "evidence"} and rules["folds"] == ["fold_0"]
     assert rules["evidence"]["cases"] >= 1
     assert Predictor.from_model_dir(wd / "models" / "3d_fullres", folds=[0]).postprocessing == rules
+
+
+def test_a_dataset_split_is_adopted_once_and_a_different_one_in_the_workdir_is_kept_with_a_warning(tmp_path, capsys):
+    from medseg.pipeline import adopt_dataset_splits
+    from medseg.utils.files import read_json, write_json
+
+    dataset, wd = tmp_path / "Dataset", tmp_path / "work"
+    dataset.mkdir(), wd.mkdir()
+    ours = [{"train": ["a", "b"], "val": ["c"]}, {"train": ["a"], "val": ["b"]}]
+    write_json(dataset / "splits.json", ours)
+    adopt_dataset_splits(dataset, wd)
+    assert read_json(wd / "splits.json") == ours
+    adopt_dataset_splits(dataset, wd)
+    assert capsys.readouterr().err == ""
+    # Left from an older build of the dataset (or made by hand): kept, and said so.
+    older = [{"train": ["a"], "val": ["c"]}]
+    write_json(wd / "splits.json", older)
+    adopt_dataset_splits(dataset, wd)
+    assert read_json(wd / "splits.json") == older
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(wd / "splits.json") in err and "differs" in err

@@ -6,6 +6,7 @@ own; the `medseg` sub-commands call these and nothing else.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,11 +103,18 @@ def run_predict_next_stage(dataset: str | Path, workdir: str | Path | None, conf
 
 def adopt_dataset_splits(dataset: str | Path, workdir: Path) -> None:
     """A dataset may ship its own `splits.json` (e.g. slabs chosen so validation cannot leak);
-    the working directory then uses it instead of random folds, unless it already has one."""
+    the working directory then uses it instead of random folds, unless it already has one.
+    One that differs from the dataset's is kept, with a line on stderr: it may be a hand-made
+    split, or one left from an older build of the dataset."""
     import shutil
-    src = Path(dataset) / "splits.json"
-    if src.exists() and not (workdir / "splits.json").exists():
-        shutil.copyfile(src, workdir / "splits.json")
+    src, dst = Path(dataset) / "splits.json", workdir / "splits.json"
+    if not src.exists():
+        return
+    if not dst.exists():
+        shutil.copyfile(src, dst)
+    elif read_json(dst) != read_json(src):
+        print(f"warning: {dst} differs from the dataset's {src}; training uses {dst} "
+              "(delete it to use the dataset's)", file=sys.stderr)
 
 
 def format_plans(plans: Plans) -> str:

@@ -21,7 +21,7 @@ import pytest
 from medseg.errors import MedsegError
 from medseg.planning import make_plans
 from medseg.planning.measure import StepSpec, measure_training_step
-from medseg.planning.memory import estimate_training_bytes
+from medseg.planning.memory import PLANNED_OPTIMIZER, estimate_training_bytes
 from medseg.planning.planner import GB, MEMORY_HEADROOM, rule_topology, training_dtype
 from medseg.preprocessing.fingerprint import compute_fingerprint
 
@@ -231,7 +231,8 @@ def test_batch_takes_the_leftover_memory_within_5_percent_of_the_data(variant):
 
         def fits(batch: int) -> bool:
             return estimate_training_bytes(plan.patch_size, batch, 1, 3, opts["features"], opts["kernel_sizes"],
-                                           opts["strides"], dtype=training_dtype("cuda"), device="cuda") <= budget
+                                           opts["strides"], dtype=training_dtype("cuda"), device="cuda",
+                                           optimizer=PLANNED_OPTIMIZER) <= budget
 
         share = 0.05 * dataset_voxels(fp, plan)
         assert plan.batch_size >= 2 and fits(plan.batch_size), f"{name} {cfg}"

@@ -39,8 +39,7 @@ def budget_plan():
     """The 3d_fullres plan for a small CPU budget, and its training step."""
     plan = make_plans(fingerprint(), budget_gb=BUDGET_GB, device="cpu", base_features=4).configuration("3d_fullres")
     opts = plan.model_options
-    return plan, StepSpec.make(plan.patch_size, plan.batch_size, 1, 3, opts["features"], opts["kernel_sizes"],
-                               opts["strides"])
+    return plan, StepSpec.from_plan(plan, 1, 3)
 
 
 
@@ -112,7 +111,8 @@ def test_prediction_within_25_percent_of_measured_peak_on_cpu(spec):
 def test_adamw_costs_one_more_buffer_per_weight_than_sgd_as_measured():
     """AdamW keeps two moments per weight where SGD keeps one momentum buffer: the model adds
     one fp32 copy of the weights, and real steps of a network whose weights dominate (7.8 M,
-    30 MiB) differ by about that much (24-31 MiB measured: the heap reuses some freed blocks)."""
+    30 MiB) differ by about that much (24-25 MiB on a quiet machine: the heap reuses some freed
+    blocks)."""
     kernels, strides = [[3, 3]] * 5, [[1, 1]] + [[2, 2]] * 4
     sgd, adamw = (StepSpec.make([32, 32], 2, 1, 3, [32, 64, 128, 256, 512], kernels, strides, optimizer=o)
                   for o in ("sgd", "adamw"))
@@ -133,12 +133,14 @@ def test_plans_are_sized_for_adamw_and_their_measured_step_is_an_adamw_step(monk
         return {"peak_bytes": 1, "step_seconds": 0.5, "method": "fake"}
 
     monkeypatch.setattr(timing, "measure_training_step", fake_measure)
-    plans = make_plans(fingerprint(), budget_gb=BUDGET_GB, device="cpu", base_features=4, measure_time=True)
+    # 32 base features: millions of weights, so one more buffer per weight shows in the rounded GB.
+    plans = make_plans(fingerprint(), budget_gb=2.0, device="cpu", base_features=32, measure_time=True)
     plan = plans.configuration("3d_fullres")
     opts = plan.model_options
     args = (plan.patch_size, plan.batch_size, 1, 3, opts["features"], opts["kernel_sizes"], opts["strides"])
-    assert plan.predicted_memory_gb == round(estimate_training_bytes(*args, optimizer="adamw") / GB, 3)
-    assert plan.predicted_memory_gb > round(estimate_training_bytes(*args, optimizer="sgd") / GB, 3)
+    adamw, sgd = (estimate_training_bytes(*args, optimizer=o) for o in ("adamw", "sgd"))
+    assert adamw - sgd > 0.01 * GB
+    assert plan.predicted_memory_gb == round(adamw / GB, 3)
     assert seen and all(s.optimizer == "adamw" for s in seen)
 
 

@@ -22,7 +22,7 @@ How memory is measured
   (`max_memory_reserved`). The CUDA context is reported separately as `context_bytes`
   (device memory in use, from `mem_get_info`, that the allocator does not account for).
 
-The first step is a warm-up (kernels are chosen and momentum buffers created on it); the
+The first step is a warm-up (kernels are chosen and the optimiser's state created on it); the
 medians of the following `steps` are returned.
 """
 
@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from medseg.errors import MedsegError
+from medseg.planning.memory import PLANNED_OPTIMIZER
 
 LABEL_DTYPE = "int16"  # what the patch sampler delivers (training/sampler.py)
 
@@ -71,12 +72,14 @@ class StepSpec:
                    str(optimizer))
 
     @classmethod
-    def from_plan(cls, plan: Any, in_channels: int, num_classes: int) -> "StepSpec":
-        """From a `ConfigurationPlan` (a dynunet one) and the dataset's channel and class counts."""
+    def from_plan(cls, plan: Any, in_channels: int, num_classes: int,
+                  optimizer: str = PLANNED_OPTIMIZER) -> "StepSpec":
+        """From a `ConfigurationPlan` (a dynunet one) and the dataset's channel and class counts;
+        by default with the optimiser plans are sized for."""
         opts = plan.model_options
         return cls.make(plan.patch_size, plan.batch_size, in_channels, num_classes, opts["features"],
                         opts["kernel_sizes"], opts["strides"], opts.get("conv_per_stage", 2),
-                        opts.get("deep_supervision", True))
+                        opts.get("deep_supervision", True), optimizer)
 
     def with_batch(self, batch_size: int) -> "StepSpec":
         return StepSpec(**{**asdict(self), "batch_size": int(batch_size)})
@@ -242,7 +245,7 @@ def _build(spec: StepSpec, device):
 def _tiny(spec: StepSpec) -> StepSpec:
     dims = spec.spatial_dims
     return StepSpec.make([8] * dims, 1, spec.in_channels, spec.num_classes, [2, 4, 4], [[3] * dims] * 3,
-                         [[1] * dims, [2] * dims, [2] * dims])
+                         [[1] * dims, [2] * dims, [2] * dims], optimizer=spec.optimizer)
 
 
 def _run_child(spec: StepSpec, device_name: str, steps: int, precision: str) -> StepMeasurement:

@@ -57,6 +57,9 @@ CUDA_RESERVE_FACTOR = 1.1
 BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # fp32 buffers the optimiser keeps per weight (training/optimizer.py `make_optimizer`).
 OPTIMIZER_BUFFERS = {"sgd": 1, "adamw": 2}
+# Plans are sized for the optimiser with the larger state, so either fits: AdamW (two buffers per
+# weight, the default for a time-budgeted run) rather than SGD (one).
+PLANNED_OPTIMIZER = "adamw"
 
 
 def stage_shapes(patch_size: Sequence[int], strides: Sequence[Sequence[int]]) -> list[list[int]]:

@@ -13,7 +13,7 @@ import numpy as np
 
 from medseg.io.labels import LabelScheme
 from medseg.planning.measure import StepSpec
-from medseg.planning.memory import estimate_training_bytes
+from medseg.planning.memory import PLANNED_OPTIMIZER, estimate_training_bytes
 from medseg.planning.timing import estimate_iteration_seconds, predict_iteration_seconds
 from medseg.planning.plans import ConfigurationPlan, Plans
 from medseg.preprocessing.normalize import scheme_for_channel
@@ -24,12 +24,10 @@ START_VOXELS = {2: 2048**2, 3: 256**3}
 MAX_BATCH_FRACTION = 0.05
 MIN_BATCH = 2
 GB = 1024**3
-# Plans fill at most this fraction of the budget: the memory model's largest underestimate
-# on CPU is 15 % (docs/planning.md), and the data loader's queued batches come on top.
+# Plans fill at most this fraction of the budget: the memory model's largest underestimate in
+# its CPU fitting table is 14 % (docs/planning.md), and the data loader's queued batches come on
+# top. (A network whose weights dominate measured 11-16 % over; planning.md has it.)
 MEMORY_HEADROOM = 0.85
-# Plans are sized for the optimiser with the larger state, so either fits: AdamW (two buffers per
-# weight, the default for a time-budgeted run) rather than SGD (one).
-PLANNED_OPTIMIZER = "adamw"
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from medseg.data.real import fetch_dataset
-from medseg.data.real.baselines import baseline_scores
+from medseg.data.real.baselines import baseline_scores, fit_ordered_thresholds
 from medseg.data.real.geometry import RAS_DIRECTION, orientation_of, to_ras, world_to_index
 from medseg.errors import MedsegError
 from medseg.inference.predictor import Predictor
@@ -186,8 +186,15 @@ def test_brain_tissue_slabs_hold_three_classes_inside_the_brain(fetched, real_ca
             assert max(a[0] - b[1], b[0] - a[1]) >= meta["split"]["gap_mm"], (held, trained)
     on_tune = baseline_scores(root, out_dir=tmp_path / "cuts_tune", method="training_thresholds", fold=1)
     assert on_tune["cases"] == tune["val"] and on_tune["subset"] == "fold 1 val"
+    # Its cuts are fitted on the fold's four training slabs, not on all eight.
+    pairs = [read_case(f) for f in find_cases(root) if f.case_id in tune["train"]]
+    fitted = fit_ordered_thresholds(np.concatenate([c.image[0][c.label > 0] for c in pairs]),
+                                    np.concatenate([c.label[c.label > 0] for c in pairs]), 3)
+    np.testing.assert_array_equal(on_tune["thresholds"], fitted)
     with pytest.raises(MedsegError, match="fold 2 does not exist"):
         baseline_scores(root, fold=2)
+    with pytest.raises(MedsegError, match="not both"):
+        baseline_scores(root, fold=1, subset="train")
 
 
 def test_subcortical_hemispheres_mirrors_and_world_positions(fetched, real_cache, tmp_path):

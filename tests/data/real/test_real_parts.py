@@ -211,10 +211,13 @@ def test_slab_layout_separates_validation_by_gaps():
 
 
 def test_tuning_fold_holds_out_training_slabs_and_leaves_a_gap_around_them():
-    slabs = slab_layout(-72, 84, [(-24, 0), (56, 80)], gap_mm=8, max_train_mm=10, min_train_mm=12)
+    from medseg.data.real.builders import DATASETS
+
+    layout = DATASETS["brain-tissue"].layout
+    slabs = layout.slabs()
     train = [(s.lo_mm, s.hi_mm) for s in slabs if s.role == "train"]
     assert train == [(-72, -62), (-62, -52), (-52, -42), (-42, -32), (8, 18), (18, 28), (28, 38), (38, 48)]
-    rest, held = tuning_fold(slabs, [(-42, -32), (38, 48)], gap_mm=8)
+    rest, held = layout.tuning_fold()
     assert [(s.lo_mm, s.hi_mm) for s in held] == [(-42, -32), (38, 48)]
     # The touching neighbours sit out; what trains is at least a gap away from every held-out slab.
     assert [(s.lo_mm, s.hi_mm) for s in rest] == [(-72, -62), (-62, -52), (8, 18), (18, 28)]

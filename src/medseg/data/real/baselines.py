@@ -270,7 +270,8 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
     `out_dir/references` holds links to the subset's labels (default: a temporary folder, removed
     afterwards). Returns the `evaluate_folders` summary plus
     "baseline" (its name), "subset", "cases", and "pooled_dice": per class, Dice over all the
-    subset's voxels at once (the slabs put back together), beside the per-case mean.
+    subset's voxels at once (the slabs put back together), beside the per-case mean; for
+    `training_thresholds` also "thresholds", the fitted cuts (T1).
     `method` picks one of the dataset's `BASELINES` (default: the first).
     """
     root = Path(dataset_dir)
@@ -283,6 +284,8 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
     wanted = set(meta["split"]["train"]) | set(meta["split"]["val"]) if subset == "all" else set(meta["split"][subset])
     fitted_on = set(meta["split"]["train"])
     if fold is not None:
+        if subset != "val":
+            raise MedsegError(f"give a fold or a subset, not both (fold {fold}, subset '{subset}')")
         splits = read_json(root / "splits.json")
         if not 0 <= fold < len(splits):
             raise MedsegError(f"fold {fold} does not exist; splits.json has {len(splits)}", root / "splits.json")
@@ -329,5 +332,8 @@ def baseline_scores(dataset_dir: str | Path, *, cache_dir: str | Path | None = N
             _link(case.label, ref_dir / case.label.name)
         summary = evaluate_folders(pred_dir, ref_dir, dataset_json=root, metrics=BASELINE_METRICS,
                                    out_dir=pred_dir)
-    return {**summary, "baseline": method, "dataset": name, "subset": subset,
-            "cases": sorted(c.case_id for c in cases), "pooled_dice": pooled_dice(summary)}
+    out = {**summary, "baseline": method, "dataset": name, "subset": subset,
+           "cases": sorted(c.case_id for c in cases), "pooled_dice": pooled_dice(summary)}
+    if method == "training_thresholds":
+        out["thresholds"] = [float(t) for t in thresholds]
+    return out

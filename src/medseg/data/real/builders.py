@@ -443,10 +443,8 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in [
         label_derivation="CSF = brain minus GM and WM; maximum probability inside the brain",
         split_note="axial slabs: validation z in [-24, 0) and [56, 80) mm; 10 mm training slabs fill the rest "
                    "of [-72, 84) mm beyond 8 mm gaps; never split by hemisphere: the template is exactly "
-                   "left/right symmetric, so one hemisphere is the mirror image of the other. Tuning fold "
-                   "(splits.json fold 1): the top training slab below each validation slab, z in [-42, -32) "
-                   "and [38, 48) mm, is held out, its lower neighbour sits out as the gap, and the other "
-                   "four training slabs train",
+                   "left/right symmetric, so one hemisphere is the mirror image of the other. Tuning fold: "
+                   "split.tuning",
         why_no_leak=_SLAB_LEAK_NOTE.format(gap=8),
         load=_load_brain_tissue,
         split=_slab_cases,
@@ -552,7 +550,12 @@ def _tuning_split(spec: DatasetSpec, cases: dict[str, dict]) -> dict:
         where = {(round(s.lo_mm, 3), round(s.hi_mm, 3)) for s in slabs}
         return sorted(k for k, c in cases.items() if c["role"] == "train" and tuple(c["slab_mm"]) in where)
 
-    return {"train": ids(train_slabs), "val": ids(held_slabs),
+    train, held = ids(train_slabs), ids(held_slabs)
+    volumes = len({c["volume"] for c in cases.values()})
+    if len(held) != len(held_slabs) * volumes or len(train) != len(train_slabs) * volumes:
+        raise MedsegError(f"dataset '{spec.name}': the tuning fold's slabs did not all become cases "
+                          f"({len(held)} held out, {len(train)} training); check Layout.tuning")
+    return {"train": train, "val": held,
             "slabs_mm": [[s.lo_mm, s.hi_mm] for s in held_slabs],
             "how": "splits.json fold 1: choose settings here, then train fold 0; the held-out training slabs "
                    f"play the validation slabs' part, and the training slabs within {spec.layout.gap_mm:g} mm "

@@ -120,8 +120,9 @@ class Slab:
 def slab_layout(z_min: float, z_max: float, validation: Sequence[tuple[float, float]], gap_mm: float,
                 max_train_mm: float, min_train_mm: float) -> list[Slab]:
     """Cut [z_min, z_max) into validation slabs (given), gaps of `gap_mm` on both sides of each,
-    and training slabs filling the rest, each at most `max_train_mm` thick (a stretch is cut into
-    equal parts) and at least `min_train_mm` (thinner leftovers are dropped). Sorted bottom-up."""
+    and training slabs filling the rest: each stretch between gaps is cut into equal slabs at
+    most `max_train_mm` thick, and a stretch shorter than `min_train_mm` is dropped. Sorted
+    bottom-up."""
     val = sorted((float(a), float(b)) for a, b in validation)
     for (a0, b0), (a1, _) in zip(val, val[1:]):
         if a1 < b0 + 2 * gap_mm:
