@@ -140,3 +140,21 @@ def test_predict_accepts_device_and_precision(tmp_path, capsys):
                        "--device", "cpu", "--precision", "fp32")
     assert code == 2
     assert_one_line_error(err, "model.json")
+
+
+def test_make_phantoms_takes_spacing_dimensions_and_scale(tmp_path, capsys):
+    from medseg.io.image import read_image
+
+    code, out, _ = run(capsys, "make-phantoms", tmp_path / "iso", "--cases", "2", "--spacing", "1", "1", "1",
+                       "--scale", "0.5")
+    assert code == 0 and "2 3D phantom cases" in out
+    image = read_image(tmp_path / "iso" / "imagesTr" / "phantom_000_0000.nii.gz")
+    assert image.array.ndim == 3 and all(0.85 < s < 1.15 for s in image.spacing)
+    # Half the default's 1 mm grid of about 72 x 90 x 90 voxels.
+    assert all(25 < n < 60 for n in image.shape), image.shape
+    code, out, _ = run(capsys, "make-phantoms", tmp_path / "flat", "--cases", "2", "--spatial-dims", "2")
+    assert code == 0 and "2 2D phantom cases" in out
+    assert read_image(tmp_path / "flat" / "imagesTr" / "phantom_001_0000.nii.gz").array.ndim == 2
+    code, _, err = run(capsys, "make-phantoms", tmp_path / "bad", "--spacing", "1", "0", "1")
+    assert code != 0
+    assert_one_line_error(err, "spacing must be three positive")

@@ -27,8 +27,10 @@ def _workers(n: int | None) -> int:
 @command("make-phantoms")
 def _make_phantoms(a: argparse.Namespace) -> int:
     from medseg.data.phantoms import make_phantoms
-    out = make_phantoms(a.out, cases=a.cases, seed=a.seed, regions=a.regions, ignore=a.ignore_slab)
-    print(f"wrote {a.cases} phantom cases to {out}")
+    out = make_phantoms(a.out, cases=a.cases, seed=a.seed, shape_scale=a.scale, regions=a.regions,
+                        ignore=a.ignore_slab, spacing=tuple(a.spacing) if a.spacing else None,
+                        spatial_dims=a.spatial_dims)
+    print(f"wrote {a.cases} {a.spatial_dims}D phantom cases to {out}")
     return 0
 
 
@@ -245,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="declare nested regions: organ = [1, 2], lesion = [2] (region-based training)")
     s.add_argument("--ignore-slab", action="store_true",
                    help="mark a slab of every label map with the ignore label 3 (unannotated voxels)")
+    s.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"),
+                   help="centre each case's voxel spacing here, in mm (default about 2.75 0.8 0.8); the "
+                        "anatomy keeps its size in mm, so the voxel counts change")
+    s.add_argument("--spatial-dims", type=int, choices=[2, 3], default=3,
+                   help="2: one axial slice per case (the one with the most lesion), as a 2D image (default 3)")
+    s.add_argument("--scale", type=float, default=1.0,
+                   help="multiply the voxel counts, and every anatomical length with them, keeping the spacing "
+                        "(default 1.0)")
 
     s = add("validate", "check every case of a dataset and report all problems")
     s.add_argument("dataset", help="dataset folder")
