@@ -50,7 +50,7 @@ def _predict_held_out(wd, ds, **kwargs):
 def regions(tmp_path_factory):
     wd = tmp_path_factory.mktemp("regions")
     ds = make_phantoms(wd / "Phantoms", cases=CASES, seed=SEED, regions=True)
-    summary = _pipeline(wd, ds, "all", epochs=4)
+    summary = _pipeline(wd, ds, 0, epochs=4)
     return wd, ds, summary
 
 
@@ -63,10 +63,10 @@ def test_region_model_has_one_output_per_region_and_logs_each(regions):
     net = build_model(desc, deep_supervision=False).eval()
     with torch.no_grad():
         assert net(torch.zeros(1, 1, *desc["configuration"]["patch_size"])).shape[1] == 2
-    history = json.loads((model_dir / "fold_all" / "checkpoint_final.json").read_text())["history"]
+    history = json.loads((model_dir / "fold_0" / "checkpoint_final.json").read_text())["history"]
     assert set(history[-1]["pseudo_dice_per_class"]) == {"organ", "lesion"}
     assert summary["best_pseudo_dice_ema"] > 0
-    assert "organ " in (model_dir / "fold_all" / "training_log.txt").read_text()
+    assert "organ " in (model_dir / "fold_0" / "training_log.txt").read_text()
 
 
 def test_region_prediction_is_nested_and_evaluated_per_region(regions):
@@ -88,17 +88,26 @@ def test_region_prediction_is_nested_and_evaluated_per_region(regions):
     assert "lesion" in (wd / "report.html").read_text(encoding="utf-8")
 
 
-def test_region_model_exports_to_onnx_and_refuses_post_processing(regions, capsys):
+def test_region_model_exports_to_onnx(regions):
     pytest.importorskip("onnxruntime")
     wd, ds, _ = regions
     assert main(["export", str(wd / "models" / "3d_fullres"), "--format", "onnx"]) == 0
     _, torch_labels = _predict_held_out(wd, ds)
     _, onnx_labels = _predict_held_out(wd, ds, out="onnx", backend="onnxruntime")
     assert (torch_labels == onnx_labels).mean() >= 0.999
-    capsys.readouterr()
-    assert main(["postprocess", str(wd / "models" / "3d_fullres"), str(ds)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "region-based" in err and "Traceback" not in err
+
+
+def test_region_model_post_processing_is_chosen_per_region_and_keeps_the_nesting(regions):
+    wd, ds, _ = regions
+    model_dir = wd / "models" / "3d_fullres"
+    assert main(["postprocess", str(model_dir), str(ds)]) == 0
+    rules = json.loads((model_dir / "postprocessing.json").read_text())
+    assert rules["folds"] == ["fold_0"] and set(rules["evidence"]["per_region"]) == {"organ", "lesion"}
+    # Whatever was chosen names each region with its values and where its stray pieces go.
+    for region in rules["regions"]:
+        assert {"organ": ([1, 2], 0), "lesion": ([2], 1)}[region["name"]] == (region["values"], region["fallback"])
+    _, pred = _predict_held_out(wd, ds, out="postprocessed")
+    assert set(np.unique(pred)) <= {0, 1, 2}
 
 
 # -- ignore label --------------------------------------------------------------------------------

@@ -143,8 +143,12 @@ def _postprocess(a: argparse.Namespace) -> int:
     from medseg.inference.postprocess import decide_postprocessing
     rules = decide_postprocessing(a.model_dir, a.dataset, folds=a.folds, progress=True)
     ev = rules["evidence"]
+    if "regions" in rules:
+        each = "per region: " + (", ".join(r["name"] for r in rules["regions"]) or "none")
+    else:
+        each = f"per class: {rules['classes'] or 'none'}"
     print(f"on {ev['cases']} validation case(s): keep largest foreground component: {rules['foreground']}; "
-          f"per class: {rules['classes'] or 'none'} -> {Path(a.model_dir) / 'postprocessing.json'}")
+          f"{each} -> {Path(a.model_dir) / 'postprocessing.json'}")
     return 0
 
 
