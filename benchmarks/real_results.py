@@ -11,6 +11,11 @@ hemispheres of docs/real-data.md: fold 0 validation = the dataset's validation c
 runs the dataset's baseline on the same cases, and prints one JSON line with both scores and
 the times. Nothing here is tuned per dataset beyond the flags printed in that line.
 
+`--ensemble-with W1 [W2 ...]` also scores the ensemble of this run's model with the models of
+earlier runs of the same dataset, fold and plan (their `--workdir`s; e.g. other seeds): their
+probabilities are averaged, as `medseg predict` averages the folds of a model folder. The
+ensemble is written to DATASET/ensemble/ and its scores to result.json under "ensemble".
+
 `--fold 1` runs the same on the dataset's tuning fold instead (brain-tissue has one: training
 slabs held out with gaps, docs/real-data.md): trained on that fold's training slabs, scored on
 its held-out training slabs, beside the baselines on those same slabs. Settings are compared
@@ -43,6 +48,42 @@ from medseg.training.config import TrainingConfig
 from medseg.utils.files import read_json, write_json
 
 
+def _same_model(a: dict, b: dict) -> bool:
+    """Whether two model.json describe the same network and pre-processing (the plan's
+    measured iteration time and notes may differ between runs)."""
+    def strip(d: dict) -> dict:
+        cfg = {k: v for k, v in d["configuration"].items() if k not in ("predicted_iteration_s", "notes")}
+        return {**d, "configuration": cfg}
+    return strip(a) == strip(b)
+
+
+def score_ensemble(model_dir: Path, args: argparse.Namespace, images: list[Path], ref_dir: Path, raw: Path) -> dict:
+    """This run's fold model and the same fold of each `--ensemble-with` run, as the folds of one
+    model folder (links), predicted with their probabilities averaged and scored."""
+    out = Path(args.workdir) / args.dataset / "ensemble" / args.config
+    out.mkdir(parents=True)
+    desc = read_json(model_dir / "model.json")
+    write_json(out / "model.json", desc)
+    members = [model_dir] + [w / args.dataset / "work" / "models" / args.config for w in args.ensemble_with]
+    for i, member in enumerate(members):
+        fold_dir = member / f"fold_{args.fold}"
+        if not (fold_dir / "checkpoint_final.safetensors").exists():
+            sys.exit(f"{fold_dir}: no final checkpoint of fold {args.fold} to ensemble")
+        if not _same_model(read_json(member / "model.json"), desc):
+            sys.exit(f"{member / 'model.json'}: not the same network and plan as {model_dir / 'model.json'}")
+        (out / f"fold_{i}").symlink_to(fold_dir.resolve())
+    predictor = Predictor.from_model_dir(out, progress=True, postprocess=False)
+    pred_dir = out.parent / "predictions"
+    predictor.predict_folder(images, pred_dir)
+    summary = evaluate_folders(pred_dir, ref_dir, dataset_json=raw / "dataset.json", out_dir=out.parent / "evaluation")
+    print("ensemble of", len(members), "models:")
+    print(format_table(summary))
+    return {"members": [str(m) for m in members],
+            "dice_mean": {k: round(v["dice"], 4) for k, v in summary["mean"].items()},
+            "dice_pooled": {k: round(v, 4) for k, v in pooled_dice(summary).items()},
+            "hd95_mean": {k: round(v["hd95"], 2) for k, v in summary["mean"].items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("dataset", choices=["brain-extraction", "brain-tissue", "subcortical"])
@@ -55,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base-features", type=int, default=32)
     ap.add_argument("--iters-per-epoch", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ensemble-with", nargs="+", type=Path, default=[], metavar="WORKDIR",
+                    help="earlier runs' --workdir: also score this model averaged with theirs")
     ap.add_argument("--fold", type=int, default=0,
                     help="0: the dataset's validation split; 1: its tuning fold (training slabs only)")
     ap.add_argument("--normalization", choices=["auto", "zscore", "ct"], default="auto",
@@ -118,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = evaluate_folders(pred_dir, ref_dir, dataset_json=raw / "dataset.json", out_dir=wd / "evaluation")
     print(format_table(summary))
     report = write_report(wd, images_dir=raw / "imagesTr", ref_dir=ref_dir)
+    ensemble = (score_ensemble(wd / "models" / args.config, args, [c.images[0] for c in cases], ref_dir, raw)
+                if args.ensemble_with else None)
     base = baseline_scores(raw, out_dir=root / "baseline", fold=args.fold)
     others = {m: baseline_scores(raw, out_dir=root / f"baseline_{m}", method=m, fold=args.fold)
               for m in BASELINES[args.dataset][1:]}
@@ -138,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                             for m, b in others.items()},
         "report": str(report),
     }
+    if ensemble is not None:
+        result["ensemble"] = ensemble
     write_json(root / "result.json", result)
     print(json.dumps(result))
     return 0
